@@ -1,1 +1,444 @@
-//! The notify stage.
+//! Notify: event handlers fed from the cache, with bounded buffers and periodic resync.
+//!
+//! Register a handler on a [`Store`] with [`Store::register`]. Each handler runs on a task of
+//! its own, so a slow handler never blocks the reflector or the other handlers.
+//!
+//! # Buffering policy
+//! Each handler has a buffer that holds at most one pending entry per key, so its size is
+//! bounded by the number of distinct keys, whatever the event rate. When a new event arrives
+//! for a key that already waits, the two are merged into the net change the handler has not
+//! seen yet:
+//!
+//! | pending            | new                 | result                          |
+//! |--------------------|---------------------|---------------------------------|
+//! | `Added(a)`         | `Updated(_, b)`     | `Added(b)`                      |
+//! | `Added(a)`         | a delete            | nothing (the handler never saw `a`) |
+//! | `Updated(o, a)`    | `Updated(_, b)`     | `Updated(o, b)`                 |
+//! | `Updated(o, a)`    | a delete of `b`     | that delete                     |
+//! | a delete of `x`    | `Added(b)`          | the delete, then `Added(b)`     |
+//! | delete, `Added(a)` | `Updated(_, b)`     | the delete, then `Added(b)`     |
+//! | `Resync(a)`        | anything            | the new event                   |
+//! | anything           | `Resync(_)`         | unchanged                       |
+//!
+//! A handler that keeps up sees every event. A handler that lags sees fewer, larger steps, but
+//! never a stale value after a newer one, and never an update across a delete. Merges are
+//! counted in `informer_notify_coalesced`.
+//!
+//! # Order
+//! Events of one key arrive in order. Across keys, a key keeps the place in the buffer where it
+//! first started waiting.
+//!
+//! # Resync
+//! A handler registered with a resync period receives [`Event::Resync`] for every cached value
+//! each period, except for keys that already have a pending event. A resync reads the cache and
+//! never contacts the server.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info};
+
+use crate::cache::{Cached, Store};
+use crate::metrics::Metrics;
+
+/// A change of the cache, as handlers see it.
+#[derive(Debug)]
+pub enum Event<T> {
+    /// A key appeared, or the handler was registered while it existed.
+    Added(Cached<T>),
+    /// A key changed within the same incarnation.
+    Updated {
+        /// The value the handler saw last.
+        old: Cached<T>,
+        /// The new value.
+        new: Cached<T>,
+    },
+    /// A watch reported the key deleted. The value is the last one the cache held.
+    Deleted(Cached<T>),
+    /// A relist found the key gone, or found it recreated with a new incarnation. The key was
+    /// deleted while the watch was away, so its final state before the delete is unknown; the
+    /// value is the last one the cache held.
+    DeletedFinalStateUnknown(Cached<T>),
+    /// A periodic resync re-delivers the cached value so a handler can repair drift.
+    Resync(Cached<T>),
+}
+
+impl<T> Clone for Event<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Event::Added(c) => Event::Added(c.clone()),
+            Event::Updated { old, new } => Event::Updated {
+                old: old.clone(),
+                new: new.clone(),
+            },
+            Event::Deleted(c) => Event::Deleted(c.clone()),
+            Event::DeletedFinalStateUnknown(c) => Event::DeletedFinalStateUnknown(c.clone()),
+            Event::Resync(c) => Event::Resync(c.clone()),
+        }
+    }
+}
+
+impl<T> Event<T> {
+    /// Returns the key the event is about.
+    pub fn key(&self) -> &Arc<str> {
+        &self.object().key
+    }
+
+    /// Returns the newest value the event carries: the new value of an update, the last value
+    /// of a delete.
+    pub fn object(&self) -> &Cached<T> {
+        match self {
+            Event::Added(c)
+            | Event::Deleted(c)
+            | Event::DeletedFinalStateUnknown(c)
+            | Event::Resync(c) => c,
+            Event::Updated { new, .. } => new,
+        }
+    }
+
+    /// Returns true for both kinds of delete.
+    pub fn is_delete(&self) -> bool {
+        matches!(self, Event::Deleted(_) | Event::DeletedFinalStateUnknown(_))
+    }
+}
+
+/// Receives events on the handler's own task.
+///
+/// A handler should be quick, for example push the key onto a workqueue. A handler that panics
+/// is logged and counted, and the next event is delivered as usual.
+pub trait Handler<T>: Send + 'static {
+    /// Handles one event.
+    fn handle(&mut self, event: Event<T>);
+}
+
+impl<T, F> Handler<T> for F
+where
+    F: FnMut(Event<T>) + Send + 'static,
+{
+    fn handle(&mut self, event: Event<T>) {
+        self(event)
+    }
+}
+
+/// How a handler is registered.
+#[derive(Clone, Debug)]
+pub struct HandlerOptions {
+    /// The handler's name in logs and metrics.
+    pub name: String,
+    /// How often to re-deliver the cached values as [`Event::Resync`], or `None` for never.
+    pub resync: Option<Duration>,
+}
+
+impl HandlerOptions {
+    /// Options for a handler named `name`, without resync.
+    pub fn new(name: impl Into<String>) -> Self {
+        HandlerOptions {
+            name: name.into(),
+            resync: None,
+        }
+    }
+
+    /// Sets the resync period.
+    pub fn resync(mut self, period: Duration) -> Self {
+        self.resync = Some(period);
+        self
+    }
+}
+
+/// The events waiting for one key: at most a delete followed by an add or update.
+struct Pending<T> {
+    first: Option<Event<T>>,
+    then: Option<Event<T>>,
+}
+
+/// A handler's bounded buffer. Invariant: every key in `pending` is in `order` exactly once,
+/// and `order` holds no other key, so both are bounded by the number of distinct keys.
+struct Buffer<T> {
+    order: VecDeque<Arc<str>>,
+    pending: HashMap<Arc<str>, Pending<T>>,
+    /// Number of events in `pending`.
+    events: usize,
+    closed: bool,
+}
+
+impl<T> Buffer<T> {
+    /// Merges `event` into the key's pending events. Returns true when the event was merged
+    /// into or cancelled against an existing one.
+    fn push(&mut self, event: Event<T>) -> bool {
+        let key = event.key().clone();
+        let Some(pending) = self.pending.get_mut(&key) else {
+            self.order.push_back(key.clone());
+            self.pending.insert(
+                key,
+                Pending {
+                    first: Some(event),
+                    then: None,
+                },
+            );
+            self.events += 1;
+            return false;
+        };
+
+        let before = pending.first.is_some() as usize + pending.then.is_some() as usize;
+        merge(pending, event);
+        let after = pending.first.is_some() as usize + pending.then.is_some() as usize;
+        self.events = self.events + after - before;
+        true
+    }
+
+    /// Takes the events of the key that has waited longest.
+    fn pop(&mut self) -> Option<Vec<Event<T>>> {
+        while let Some(key) = self.order.pop_front() {
+            let Some(pending) = self.pending.remove(&key) else {
+                continue;
+            };
+            let events: Vec<Event<T>> = pending.first.into_iter().chain(pending.then).collect();
+            self.events -= events.len();
+            if !events.is_empty() {
+                return Some(events);
+            }
+        }
+        None
+    }
+}
+
+/// Merges `new` into the pending events of its key, following the table in the module docs.
+fn merge<T>(pending: &mut Pending<T>, new: Event<T>) {
+    if matches!(new, Event::Resync(_)) {
+        if pending.first.is_none() {
+            pending.first = Some(new);
+        }
+        return;
+    }
+
+    // An add after a delete waits behind it.
+    if let Some(then) = pending.then.take() {
+        pending.then = merge_one(then, new);
+        return;
+    }
+
+    match pending.first.take() {
+        None => pending.first = Some(new),
+        Some(first) if first.is_delete() => {
+            if let Event::Added(_) = new {
+                pending.first = Some(first);
+                pending.then = Some(new);
+            } else {
+                // An update or another delete after a delete cannot come from the cache;
+                // keep the newest.
+                pending.first = Some(new);
+            }
+        }
+        Some(first) => pending.first = merge_one(first, new),
+    }
+}
+
+/// Merges two events of one key that are not separated by a delete.
+fn merge_one<T>(old: Event<T>, new: Event<T>) -> Option<Event<T>> {
+    match (old, new) {
+        (Event::Resync(_), new) => Some(new),
+        (Event::Added(_), Event::Updated { new, .. }) => Some(Event::Added(new)),
+        (Event::Added(_), new) if new.is_delete() => None,
+        (Event::Updated { old, .. }, Event::Updated { new, .. }) => {
+            Some(Event::Updated { old, new })
+        }
+        (_, new) => Some(new),
+    }
+}
+
+/// The cache's side of a registered handler.
+pub(crate) struct HandlerSlot<T> {
+    name: Arc<str>,
+    buffer: Mutex<Buffer<T>>,
+    wake: Notify,
+    metrics: Metrics,
+}
+
+impl<T> HandlerSlot<T> {
+    /// Queues events for the handler. Never blocks on the handler.
+    pub(crate) fn push_all(&self, events: &[Event<T>]) {
+        let mut buffer = self.buffer.lock();
+        if buffer.closed {
+            return;
+        }
+        for event in events {
+            if buffer.push(event.clone()) {
+                self.metrics.notify_coalesced(&self.name);
+            }
+        }
+        self.metrics.set_notify_pending(&self.name, buffer.events);
+        drop(buffer);
+        self.wake.notify_one();
+    }
+
+    fn push_resync(&self, values: Vec<Cached<T>>) {
+        let mut buffer = self.buffer.lock();
+        for cached in values {
+            buffer.push(Event::Resync(cached));
+        }
+        drop(buffer);
+        self.wake.notify_one();
+    }
+}
+
+/// A registered handler. Dropping the handle leaves the handler running; call
+/// [`HandlerHandle::unregister`] to stop it.
+pub struct HandlerHandle<T> {
+    slot: Arc<HandlerSlot<T>>,
+    store: Store<T>,
+    task: JoinHandle<()>,
+}
+
+impl<T> HandlerHandle<T> {
+    /// Returns the number of events waiting for the handler.
+    pub fn pending(&self) -> usize {
+        self.slot.buffer.lock().events
+    }
+
+    /// Returns the number of keys with waiting events.
+    pub fn pending_keys(&self) -> usize {
+        self.slot.buffer.lock().pending.len()
+    }
+
+    /// Stops delivering events, drops the pending ones and waits for the handler's task to end.
+    /// An event being handled at the moment is finished first.
+    pub async fn unregister(self) {
+        {
+            let mut state = self.store.shared.state.write();
+            state.handlers.retain(|slot| !Arc::ptr_eq(slot, &self.slot));
+        }
+        {
+            let mut buffer = self.slot.buffer.lock();
+            buffer.closed = true;
+            buffer.order.clear();
+            buffer.pending.clear();
+            buffer.events = 0;
+        }
+        self.slot.wake.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+impl<T: Send + Sync + 'static> Store<T> {
+    /// Registers `handler`. It first receives every cached value as [`Event::Added`], then every
+    /// later change. Must be called within a tokio runtime.
+    pub fn register<H: Handler<T>>(&self, options: HandlerOptions, handler: H) -> HandlerHandle<T> {
+        let name: Arc<str> = Arc::from(options.name.as_str());
+        let slot = Arc::new(HandlerSlot {
+            name: name.clone(),
+            buffer: Mutex::new(Buffer {
+                order: VecDeque::new(),
+                pending: HashMap::new(),
+                events: 0,
+                closed: false,
+            }),
+            wake: Notify::new(),
+            metrics: self.shared.metrics.clone(),
+        });
+
+        {
+            // The snapshot and the registration happen under one write lock, so the handler
+            // sees each change either in the snapshot or as an event, never both or neither.
+            let mut state = self.shared.state.write();
+            let mut snapshot: Vec<Event<T>> = state
+                .entries
+                .values()
+                .map(|entry| Event::Added(entry.cached.clone()))
+                .collect();
+            snapshot.sort_by(|a, b| a.key().cmp(b.key()));
+            slot.push_all(&snapshot);
+            state.handlers.push(slot.clone());
+        }
+
+        info!(handler = %name, resync = ?options.resync, "registered handler");
+        let task = tokio::spawn(run_handler(
+            slot.clone(),
+            self.clone(),
+            options.resync,
+            handler,
+        ));
+        HandlerHandle {
+            slot,
+            store: self.clone(),
+            task,
+        }
+    }
+}
+
+async fn run_handler<T, H>(
+    slot: Arc<HandlerSlot<T>>,
+    store: Store<T>,
+    resync: Option<Duration>,
+    mut handler: H,
+) where
+    T: Send + Sync + 'static,
+    H: Handler<T>,
+{
+    let mut next_resync = resync.map(|period| tokio::time::Instant::now() + period);
+    loop {
+        let next = {
+            let mut buffer = slot.buffer.lock();
+            if buffer.closed {
+                return;
+            }
+            let next = buffer.pop();
+            slot.metrics.set_notify_pending(&slot.name, buffer.events);
+            next
+        };
+
+        match next {
+            Some(events) => {
+                for event in events {
+                    deliver(&slot.name, &mut handler, event);
+                }
+                // Yield between keys so one busy handler shares its worker thread.
+                tokio::task::consume_budget().await;
+            }
+            None => {
+                let resync_at = next_resync;
+                tokio::select! {
+                    _ = slot.wake.notified() => {}
+                    _ = sleep_until(resync_at) => {
+                        let period = resync.expect("a resync deadline implies a period");
+                        next_resync = Some(tokio::time::Instant::now() + period);
+                        let values = store.list();
+                        debug!(handler = %slot.name, keys = values.len(), "resync");
+                        slot.push_resync(values);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn deliver<T, H: Handler<T>>(name: &Arc<str>, handler: &mut H, event: Event<T>) {
+    let key = event.key().clone();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(event)));
+    if let Err(panic) = result {
+        let message = panic_message(&panic);
+        error!(handler = %name, key = %key, panic = %message, "handler panicked; continuing with the next event");
+    }
+}
+
+/// Returns the message of a caught panic, when it has one.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

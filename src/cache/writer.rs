@@ -1,0 +1,374 @@
+//! The cache's single writer: applies watch batches and relists.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::{debug, info, warn};
+
+use super::{Cached, Entry, InvalidEntry, InvalidValue, State, Store};
+use crate::decode::{DecodeError, Decoder};
+use crate::notify::Event;
+use crate::source::{Batch, Change, Incarnation, Object, Revision};
+
+/// The only handle that changes a cache. The reflector owns it.
+pub struct Writer<V, D: Decoder<V>> {
+    store: Store<D::Output>,
+    decoder: D,
+    _value: PhantomData<fn(V)>,
+}
+
+/// What a finished relist changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelistSummary {
+    /// Keys that were not cached before.
+    pub added: usize,
+    /// Keys whose value changed.
+    pub updated: usize,
+    /// Keys that vanished, or whose incarnation changed.
+    pub deleted: usize,
+    /// Keys whose value was the same as before.
+    pub unchanged: usize,
+    /// Values that failed to decode.
+    pub invalid: usize,
+}
+
+/// The version of a value without the value.
+struct Meta {
+    key: Arc<str>,
+    revision: Revision,
+    incarnation: Incarnation,
+}
+
+/// One decoded change, ready to apply under the write lock.
+enum Step<T> {
+    Put(Meta, Result<Arc<T>, DecodeError>),
+    Delete(Arc<str>, Revision),
+}
+
+/// Whether a delete was observed or inferred by a relist.
+#[derive(Clone, Copy)]
+enum DeleteKind {
+    Observed,
+    Inferred,
+}
+
+impl<V, D> Writer<V, D>
+where
+    D: Decoder<V>,
+{
+    /// Creates a writer for `store`. A store has one writer; two writers on one store would
+    /// break the per-key revision order.
+    pub fn new(store: Store<D::Output>, decoder: D) -> Self {
+        Writer {
+            store,
+            decoder,
+            _value: PhantomData,
+        }
+    }
+
+    /// Returns a read handle on the store.
+    pub fn store(&self) -> &Store<D::Output> {
+        &self.store
+    }
+
+    fn decode(&self, object: Object<V>) -> Step<D::Output> {
+        let decoded = self
+            .decoder
+            .decode(&object.key, &object.value)
+            .map(Arc::new);
+        let meta = Meta {
+            key: object.key,
+            revision: object.revision,
+            incarnation: object.incarnation,
+        };
+        Step::Put(meta, decoded)
+    }
+
+    /// Applies one watch batch as a unit, then notifies the handlers.
+    ///
+    /// Values are decoded before the write lock is taken. A put at or below the key's cached
+    /// revision is dropped as a duplicate.
+    pub fn apply(&self, batch: Batch<V>) {
+        let steps: Vec<Step<D::Output>> = batch
+            .changes
+            .into_iter()
+            .map(|change| match change {
+                Change::Put(object) => self.decode(object),
+                Change::Delete { key, revision } => Step::Delete(key, revision),
+            })
+            .collect();
+
+        let shared = &self.store.shared;
+        let mut state = shared.state.write();
+        let mut events = Vec::with_capacity(steps.len());
+        for step in steps {
+            match step {
+                Step::Put(meta, decoded) => {
+                    if current_revision(&state, &meta.key).is_some_and(|r| r >= meta.revision) {
+                        debug!(source = %shared.name, key = %meta.key, revision = meta.revision, "dropping duplicate change");
+                        continue;
+                    }
+                    put(&mut state, shared, meta, decoded, 0, &mut events);
+                }
+                Step::Delete(key, revision) => {
+                    if current_revision(&state, &key).is_some_and(|r| r >= revision) {
+                        debug!(source = %shared.name, key = %key, revision, "dropping stale delete");
+                        continue;
+                    }
+                    remove(&mut state, &key, DeleteKind::Observed, &mut events);
+                }
+            }
+        }
+        state.revision = state.revision.max(batch.revision);
+        shared
+            .metrics
+            .set_cache_objects(&shared.name, state.entries.len());
+        dispatch(&state, events);
+    }
+
+    /// Records that the source has no changes up to `revision`.
+    pub fn progress(&self, revision: Revision) {
+        let mut state = self.store.shared.state.write();
+        state.revision = state.revision.max(revision);
+    }
+
+    /// Starts a relist. Feed it every page with [`Relist::add_page`], then call
+    /// [`Relist::finish`]. Dropping it unfinished leaves the cache as it was.
+    pub fn relist(&self) -> Relist<'_, V, D> {
+        let epoch = {
+            let mut state = self.store.shared.state.write();
+            state.epoch += 1;
+            state.epoch
+        };
+        Relist {
+            writer: self,
+            epoch,
+            staged: Vec::new(),
+            summary: RelistSummary::default(),
+        }
+    }
+}
+
+/// A relist in progress. See [`Writer::relist`].
+pub struct Relist<'w, V, D: Decoder<V>> {
+    writer: &'w Writer<V, D>,
+    epoch: u64,
+    /// Values that differ from the cache, decoded and waiting for [`Relist::finish`].
+    staged: Vec<Step<D::Output>>,
+    summary: RelistSummary,
+}
+
+impl<V, D> Relist<'_, V, D>
+where
+    D: Decoder<V>,
+{
+    /// Compares one page with the cache. Unchanged values are marked as seen and dropped;
+    /// changed and new ones are decoded and staged.
+    pub fn add_page(&mut self, objects: Vec<Object<V>>) {
+        let mut changed = Vec::new();
+        {
+            let state = self.writer.store.shared.state.read();
+            for object in objects {
+                if mark_if_unchanged(&state, &object, self.epoch) {
+                    self.summary.unchanged += 1;
+                } else {
+                    changed.push(object);
+                }
+            }
+        }
+        self.staged
+            .extend(changed.into_iter().map(|object| self.writer.decode(object)));
+    }
+
+    /// Applies the staged changes and removes every key the new snapshot lacks, in one step
+    /// under the write lock, then notifies the handlers.
+    pub fn finish(mut self, revision: Revision) -> RelistSummary {
+        let shared = &self.writer.store.shared;
+        let mut state = shared.state.write();
+        let mut events = Vec::new();
+
+        for step in std::mem::take(&mut self.staged) {
+            let Step::Put(meta, decoded) = step else {
+                continue;
+            };
+            if decoded.is_err() {
+                self.summary.invalid += 1;
+            } else if state.entries.contains_key(&meta.key) {
+                self.summary.updated += 1;
+            } else {
+                self.summary.added += 1;
+            }
+            put(&mut state, shared, meta, decoded, self.epoch, &mut events);
+        }
+
+        let vanished: Vec<Arc<str>> = state
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.seen.load(Ordering::Relaxed) != self.epoch)
+            .map(|(key, _)| key.clone())
+            .collect();
+        self.summary.deleted += vanished.len();
+        for key in vanished {
+            remove(&mut state, &key, DeleteKind::Inferred, &mut events);
+        }
+        let epoch = self.epoch;
+        state
+            .invalid
+            .retain(|_, invalid| invalid.seen.load(Ordering::Relaxed) == epoch);
+
+        state.revision = revision;
+        shared
+            .metrics
+            .set_cache_objects(&shared.name, state.entries.len());
+        info!(
+            source = %shared.name,
+            revision,
+            added = self.summary.added,
+            updated = self.summary.updated,
+            deleted = self.summary.deleted,
+            unchanged = self.summary.unchanged,
+            invalid = self.summary.invalid,
+            "applied list"
+        );
+        // The difference of a relist reaches handlers in key order, which makes runs
+        // reproducible.
+        events.sort_by(|a: &Event<D::Output>, b| a.key().cmp(b.key()));
+        dispatch(&state, events);
+        self.summary
+    }
+}
+
+/// Returns the revision the cache holds for `key`, counting a value that failed to decode.
+fn current_revision<T>(state: &State<T>, key: &str) -> Option<Revision> {
+    let good = state.entries.get(key).map(|entry| entry.cached.revision);
+    let bad = state.invalid.get(key).map(|invalid| invalid.value.revision);
+    good.max(bad)
+}
+
+/// Marks `object`'s key as seen in this relist when the cache already holds this exact version.
+fn mark_if_unchanged<T, V>(state: &State<T>, object: &Object<V>, epoch: u64) -> bool {
+    let same = |revision: Revision, incarnation: &Incarnation| {
+        revision == object.revision && *incarnation == object.incarnation
+    };
+    if let Some(invalid) = state.invalid.get(&object.key) {
+        if !same(invalid.value.revision, &invalid.value.incarnation) {
+            return false;
+        }
+        invalid.seen.store(epoch, Ordering::Relaxed);
+        if let Some(entry) = state.entries.get(&object.key) {
+            // The last good value of the same incarnation stays.
+            entry.seen.store(epoch, Ordering::Relaxed);
+        }
+        return true;
+    }
+    match state.entries.get(&object.key) {
+        Some(entry) if same(entry.cached.revision, &entry.cached.incarnation) => {
+            entry.seen.store(epoch, Ordering::Relaxed);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Stores a new version of a key and records the events it causes.
+fn put<T>(
+    state: &mut State<T>,
+    shared: &super::Shared<T>,
+    meta: Meta,
+    decoded: Result<Arc<T>, DecodeError>,
+    epoch: u64,
+    events: &mut Vec<Event<T>>,
+) {
+    let Meta {
+        key,
+        revision,
+        incarnation,
+    } = meta;
+
+    let value = match decoded {
+        Ok(value) => value,
+        Err(error) => {
+            warn!(source = %shared.name, key = %key, revision, error = %error, "skipping a value that failed to decode; the key keeps its last good value");
+            shared.metrics.decode_error(&shared.name);
+            // A last good value of an older incarnation belongs to a deleted key.
+            if state
+                .entries
+                .get(&key)
+                .is_some_and(|entry| entry.cached.incarnation != incarnation)
+            {
+                remove(state, &key, DeleteKind::Inferred, events);
+            }
+            if let Some(entry) = state.entries.get(&key) {
+                entry.seen.store(epoch, Ordering::Relaxed);
+            }
+            state.invalid.insert(
+                key,
+                InvalidEntry {
+                    value: InvalidValue {
+                        revision,
+                        incarnation,
+                        error,
+                    },
+                    seen: AtomicU64::new(epoch),
+                },
+            );
+            return;
+        }
+    };
+
+    state.invalid.remove(&key);
+    let cached = Cached {
+        key: key.clone(),
+        revision,
+        incarnation,
+        value,
+    };
+    let new_entry = Entry {
+        cached: cached.clone(),
+        seen: AtomicU64::new(epoch),
+    };
+    let old = state.entries.insert(key.clone(), new_entry);
+    if let Some(old) = &old {
+        state.indexes.remove(&key, &old.cached.value);
+    }
+    state.indexes.insert(&key, &cached.value);
+    match old {
+        None => events.push(Event::Added(cached)),
+        Some(old) => {
+            if old.cached.incarnation == cached.incarnation {
+                events.push(Event::Updated {
+                    old: old.cached,
+                    new: cached,
+                });
+            } else {
+                events.push(Event::DeletedFinalStateUnknown(old.cached));
+                events.push(Event::Added(cached));
+            }
+        }
+    }
+}
+
+/// Removes a key and records the delete event, if the key held a value.
+fn remove<T>(state: &mut State<T>, key: &Arc<str>, kind: DeleteKind, events: &mut Vec<Event<T>>) {
+    state.invalid.remove(key);
+    let Some(old) = state.entries.remove(key) else {
+        return;
+    };
+    state.indexes.remove(key, &old.cached.value);
+    events.push(match kind {
+        DeleteKind::Observed => Event::Deleted(old.cached),
+        DeleteKind::Inferred => Event::DeletedFinalStateUnknown(old.cached),
+    });
+}
+
+/// Hands events to every registered handler. Runs under the write lock, so a handler that
+/// registers concurrently sees either all of these events or a snapshot that includes them.
+fn dispatch<T>(state: &State<T>, events: Vec<Event<T>>) {
+    if events.is_empty() {
+        return;
+    }
+    for handler in &state.handlers {
+        handler.push_all(&events);
+    }
+}
