@@ -1,0 +1,417 @@
+//! The reflector's state machine against a scripted source, under tokio's paused clock.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use informer::decode::Text;
+use informer::metrics::Metrics;
+use informer::reflector::{Phase, Reflector};
+use informer::source::{
+    Batch, Change, ErrorClass, Incarnation, ListRequest, Object, Page, Revision, Source,
+    SourceError, WatchMessage, WatchStream,
+};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// One scripted answer to a list page request.
+enum ListReply {
+    Page(Page<Bytes>),
+    Fail(ErrorClass),
+}
+
+/// One scripted answer to a watch request: an error, or a stream fed by the test.
+enum WatchReply {
+    Stream(mpsc::UnboundedReceiver<Result<WatchMessage<Bytes>, SourceError>>),
+    Fail(ErrorClass),
+}
+
+#[derive(Default)]
+struct Script {
+    lists: VecDeque<ListReply>,
+    watches: VecDeque<WatchReply>,
+    /// (time, request) of every call, for assertions.
+    calls: Vec<(Instant, String)>,
+}
+
+#[derive(Clone)]
+struct ScriptedSource {
+    name: Arc<str>,
+    script: Arc<Mutex<Script>>,
+    progress: Option<Duration>,
+}
+
+fn error(class: ErrorClass, name: &Arc<str>) -> SourceError {
+    match class {
+        ErrorClass::Expired => SourceError::Expired {
+            source_name: name.clone(),
+            detail: "revision compacted".into(),
+        },
+        ErrorClass::Transient => SourceError::Transient {
+            source_name: name.clone(),
+            detail: "connection refused".into(),
+            cause: None,
+        },
+        ErrorClass::Permanent => SourceError::Permanent {
+            source_name: name.clone(),
+            detail: "permission denied".into(),
+            action: "grant read access".into(),
+            cause: None,
+        },
+    }
+}
+
+impl Source for ScriptedSource {
+    type Value = Bytes;
+
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    async fn list_page(&self, request: ListRequest) -> Result<Page<Bytes>, SourceError> {
+        let reply = {
+            let mut script = self.script.lock();
+            script
+                .calls
+                .push((Instant::now(), format!("list {:?}", request.revision)));
+            script.lists.pop_front()
+        };
+        match reply {
+            Some(ListReply::Page(page)) => Ok(page),
+            Some(ListReply::Fail(class)) => Err(error(class, &self.name)),
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn watch(&self, from: Revision) -> Result<WatchStream<Bytes>, SourceError> {
+        let reply = {
+            let mut script = self.script.lock();
+            script.calls.push((Instant::now(), format!("watch {from}")));
+            script.watches.pop_front()
+        };
+        match reply {
+            Some(WatchReply::Stream(receiver)) => Ok(futures::stream::unfold(
+                receiver,
+                |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+            )
+            .boxed()),
+            Some(WatchReply::Fail(class)) => Err(error(class, &self.name)),
+            None => std::future::pending().await,
+        }
+    }
+
+    fn progress_interval(&self) -> Option<Duration> {
+        self.progress
+    }
+}
+
+fn object(key: &str, revision: Revision, value: &str) -> Object<Bytes> {
+    Object {
+        key: Arc::from(key),
+        revision,
+        incarnation: Incarnation::CreateRevision(revision),
+        value: Bytes::from(value.to_owned()),
+    }
+}
+
+fn page(revision: Revision, objects: Vec<Object<Bytes>>) -> ListReply {
+    ListReply::Page(Page {
+        revision,
+        objects,
+        next: None,
+    })
+}
+
+type Feed = mpsc::UnboundedSender<Result<WatchMessage<Bytes>, SourceError>>;
+
+fn stream() -> (Feed, WatchReply) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    (sender, WatchReply::Stream(receiver))
+}
+
+fn source(script: Script) -> ScriptedSource {
+    ScriptedSource {
+        name: Arc::from("scripted"),
+        script: Arc::new(Mutex::new(script)),
+        progress: None,
+    }
+}
+
+fn calls(source: &ScriptedSource) -> Vec<String> {
+    source
+        .script
+        .lock()
+        .calls
+        .iter()
+        .map(|(_, call)| call.clone())
+        .collect()
+}
+
+/// Lets spawned tasks run until they wait on something.
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_watch_relists_once() {
+    let (feed, watch) = stream();
+    let (_feed2, watch2) = stream();
+    let source = source(Script {
+        lists: VecDeque::from([
+            page(40, vec![object("a", 10, "1"), object("x", 12, "1")]),
+            page(50, vec![object("a", 10, "1")]),
+        ]),
+        watches: VecDeque::from([watch, watch2]),
+        ..Script::default()
+    });
+    let metrics = Metrics::default();
+    let reflector = Reflector::with_metrics(source.clone(), Text::default(), metrics.clone());
+    let store = reflector.store();
+    let health = reflector.health();
+    tokio::spawn(reflector.run());
+
+    health.wait_ready().await.unwrap();
+    feed.send(Err(error(ErrorClass::Expired, &source.name)))
+        .unwrap();
+    health
+        .wait_for(|h| h.synced && h.in_sync && h.revision == 50)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        calls(&source),
+        ["list None", "watch 41", "list None", "watch 51"]
+    );
+    assert_eq!(metrics.relists("scripted"), 1);
+    assert!(store.get("x").is_none());
+    assert!(store.get("a").is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_error_resumes_after_applied() {
+    let (feed, watch) = stream();
+    let (_feed2, watch2) = stream();
+    let source = source(Script {
+        lists: VecDeque::from([page(5, vec![])]),
+        watches: VecDeque::from([watch, WatchReply::Fail(ErrorClass::Transient), watch2]),
+        ..Script::default()
+    });
+    let reflector = Reflector::new(source.clone(), Text::default());
+    let health = reflector.health();
+    let store = reflector.store();
+    tokio::spawn(reflector.run());
+    health.wait_ready().await.unwrap();
+
+    feed.send(Ok(WatchMessage::Batch(Batch {
+        revision: 7,
+        changes: vec![Change::Put(object("k", 7, "v"))],
+    })))
+    .unwrap();
+    feed.send(Err(error(ErrorClass::Transient, &source.name)))
+        .unwrap();
+    settle().await;
+    let start = Instant::now();
+    health
+        .wait_for(|h| h.phase == Phase::Watching && h.consecutive_failures == 2)
+        .await
+        .unwrap();
+    health
+        .wait_for(|h| h.consecutive_failures == 0 || h.in_sync)
+        .await
+        .unwrap();
+
+    let log = source.script.lock().calls.clone();
+    let names: Vec<&str> = log.iter().map(|(_, call)| call.as_str()).collect();
+    assert_eq!(names, ["list None", "watch 6", "watch 8", "watch 8"]);
+    // Two failures in a row wait 640-800 ms, then 1280-1600 ms.
+    let gap1 = log[2].0 - log[1].0;
+    let gap2 = log[3].0 - log[2].0;
+    assert!(
+        gap1 >= Duration::from_millis(640) && gap1 <= Duration::from_millis(800),
+        "{gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_millis(1280) && gap2 <= Duration::from_millis(1600),
+        "{gap2:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(store.get("k").unwrap().revision, 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn duplicate_batches_are_dropped() {
+    let (feed, watch) = stream();
+    let source = source(Script {
+        lists: VecDeque::from([page(10, vec![object("k", 10, "listed")])]),
+        watches: VecDeque::from([watch]),
+        ..Script::default()
+    });
+    let reflector = Reflector::new(source.clone(), Text::default());
+    let health = reflector.health();
+    let store = reflector.store();
+    tokio::spawn(reflector.run());
+    health.wait_ready().await.unwrap();
+
+    for (revision, value) in [(9, "old"), (10, "same"), (12, "new"), (11, "older")] {
+        feed.send(Ok(WatchMessage::Batch(Batch {
+            revision,
+            changes: vec![Change::Put(Object {
+                incarnation: Incarnation::CreateRevision(10),
+                ..object("k", revision, value)
+            })],
+        })))
+        .unwrap();
+    }
+    health.wait_for(|h| h.revision == 12).await.unwrap();
+    settle().await;
+
+    let cached = store.get("k").unwrap();
+    assert_eq!(cached.value.as_str(), "new");
+    assert_eq!(store.revision(), 12);
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_moves_resume_forward() {
+    let (feed, watch) = stream();
+    let (_feed2, watch2) = stream();
+    let source = source(Script {
+        lists: VecDeque::from([page(10, vec![])]),
+        watches: VecDeque::from([watch, watch2]),
+        ..Script::default()
+    });
+    let reflector = Reflector::new(source.clone(), Text::default());
+    let health = reflector.health();
+    tokio::spawn(reflector.run());
+    health.wait_ready().await.unwrap();
+
+    feed.send(Ok(WatchMessage::Progress(20))).unwrap();
+    feed.send(Ok(WatchMessage::Progress(15))).unwrap();
+    feed.send(Err(error(ErrorClass::Transient, &source.name)))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    assert_eq!(calls(&source), ["list None", "watch 11", "watch 21"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_error_clears_readiness() {
+    let source = source(Script {
+        lists: VecDeque::from([ListReply::Fail(ErrorClass::Permanent), page(3, vec![])]),
+        watches: VecDeque::from([stream().1]),
+        ..Script::default()
+    });
+    let metrics = Metrics::default();
+    let reflector = Reflector::with_metrics(source.clone(), Text::default(), metrics.clone());
+    let health = reflector.health();
+    tokio::spawn(reflector.run());
+
+    let failed = health.wait_for(|h| h.last_error.is_some()).await.unwrap();
+    assert!(!failed.ready());
+    let last = failed.last_error.unwrap();
+    assert_eq!(last.class, ErrorClass::Permanent);
+    assert!(last.message.contains("scripted"), "{}", last.message);
+    assert!(
+        last.message.contains("grant read access"),
+        "{}",
+        last.message
+    );
+    assert_eq!(metrics.source_errors("scripted", ErrorClass::Permanent), 1);
+
+    // Retried at the capped delay, then ready.
+    let start = Instant::now();
+    health.wait_ready().await.unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_secs(24),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() <= Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn closed_watch_backs_off() {
+    let (feed1, watch1) = stream();
+    let (feed2, watch2) = stream();
+    let (_feed3, watch3) = stream();
+    let source = source(Script {
+        lists: VecDeque::from([page(1, vec![])]),
+        watches: VecDeque::from([watch1, watch2, watch3]),
+        ..Script::default()
+    });
+    let reflector = Reflector::new(source.clone(), Text::default());
+    let health = reflector.health();
+    tokio::spawn(reflector.run());
+    health.wait_ready().await.unwrap();
+
+    drop(feed1);
+    drop(feed2);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let log = source.script.lock().calls.clone();
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert!(log[2].0 - log[1].0 >= Duration::from_millis(640));
+    assert!(log[3].0 - log[2].0 >= Duration::from_millis(1280));
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_watch_is_stalled() {
+    let (_feed, watch) = stream();
+    let (_feed2, watch2) = stream();
+    let mut source = source(Script {
+        lists: VecDeque::from([page(1, vec![])]),
+        watches: VecDeque::from([watch, watch2]),
+        ..Script::default()
+    });
+    source.progress = Some(Duration::from_secs(5));
+    let metrics = Metrics::default();
+    let reflector = Reflector::with_metrics(source.clone(), Text::default(), metrics.clone());
+    let health = reflector.health();
+    tokio::spawn(reflector.run());
+    health.wait_ready().await.unwrap();
+
+    let start = Instant::now();
+    health.wait_for(|h| h.last_error.is_some()).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(15));
+    assert_eq!(metrics.source_errors("scripted", ErrorClass::Transient), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(calls(&source), ["list None", "watch 2", "watch 2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_outage_turns_out_of_sync() {
+    let (feed, watch) = stream();
+    let source = source(Script {
+        lists: VecDeque::from([page(1, vec![])]),
+        watches: VecDeque::from([
+            watch,
+            WatchReply::Fail(ErrorClass::Transient),
+            WatchReply::Fail(ErrorClass::Transient),
+            WatchReply::Fail(ErrorClass::Transient),
+            WatchReply::Fail(ErrorClass::Transient),
+            WatchReply::Fail(ErrorClass::Transient),
+        ]),
+        ..Script::default()
+    });
+    let reflector = Reflector::new(source.clone(), Text::default());
+    let health = reflector.health();
+    tokio::spawn(reflector.run());
+    health.wait_ready().await.unwrap();
+
+    let start = Instant::now();
+    feed.send(Err(error(ErrorClass::Transient, &source.name)))
+        .unwrap();
+    settle().await;
+    assert!(health.get().in_sync, "a short outage keeps in_sync");
+    health.wait_for(|h| !h.in_sync).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    assert!(health.get().synced);
+}
