@@ -24,6 +24,7 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 
 pub mod etcd;
+pub mod kubernetes;
 pub mod memory;
 
 /// A position in a source's history: an etcd revision, or a Kubernetes `resourceVersion`
