@@ -1,7 +1,7 @@
 //! A real etcd server for integration tests.
 //!
 //! [`EtcdServer::start`] runs `/usr/bin/etcd` (etcd 3.4 from Debian's `etcd-server` package) on
-//! free loopback ports with a temporary data directory, and returns once the server answers a
+//! free loopback ports with a temporary data directory, and returns once the server serves a
 //! linearizable read. The server can then be killed, restarted on the same ports and data,
 //! frozen with `SIGSTOP` and thawed with `SIGCONT`, and compacted. Dropping the server kills
 //! the process and removes the directory.
@@ -25,7 +25,7 @@ pub const ETCD_BIN_VAR: &str = "INFORMER_ETCD_BIN";
 /// The default etcd binary, installed by Debian's `etcd-server` package.
 const DEFAULT_ETCD_BIN: &str = "/usr/bin/etcd";
 
-/// How long a starting server may take to answer its first read.
+/// How long a starting server may take to serve its first read.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long one health probe (connect and read) may take.
@@ -86,6 +86,8 @@ impl EtcdServerBuilder {
                     eprintln!("etcd lost a port race on attempt {attempt}, retrying");
                     drop(member);
                     remove_dir_if_exists(&dir.path().join("member0"));
+                    // The next attempt's log must not repeat this attempt's bind error.
+                    let _ = fs::remove_file(dir.path().join("member0.log"));
                 }
                 Err(failure) => member.panic_with(failure),
             }
@@ -114,9 +116,9 @@ struct Member {
 
 /// Why a member did not become healthy.
 enum StartFailure {
-    /// The process exited. The log says why.
+    /// The process exited. The log contains the reason.
     Exited(String),
-    /// The process ran but did not answer within [`HEALTH_TIMEOUT`].
+    /// The process ran but did not serve a read within [`HEALTH_TIMEOUT`].
     TimedOut,
 }
 
@@ -146,7 +148,7 @@ impl EtcdServer {
         self.members[0].process.as_ref().map(Child::id)
     }
 
-    /// Returns the temporary directory that holds the data directories and logs.
+    /// Returns the temporary directory that contains the data directories and logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -181,7 +183,7 @@ impl EtcdServer {
         }
     }
 
-    /// Freezes the first member with `SIGSTOP`. Its sockets stay open but nothing answers,
+    /// Freezes the first member with `SIGSTOP`. Its sockets stay open but nothing responds,
     /// as on a hung host.
     pub fn stop_process(&self) {
         self.members[0].signal("-STOP");

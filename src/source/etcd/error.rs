@@ -11,7 +11,7 @@
 //!
 //! The gRPC code alone is not enough: etcd reports both compaction and future revisions as
 //! `OutOfRange`, and so does tonic for a response above the decoding limit, which no relist
-//! can fix. The message text tells them apart.
+//! can fix, so the classifier also matches the message text.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use tonic::Code;
 
 use crate::source::{Revision, SourceError};
 
-/// What the source was doing when a request failed.
+/// The request that failed, named in error messages.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Operation {
     /// Connecting and authenticating.

@@ -121,7 +121,7 @@ impl EtcdSource {
 
         let start = match request.continue_from {
             Some(ContinueToken(key)) => {
-                self.check_token(&key)?;
+                self.check_continue(&key, request.revision)?;
                 key
             }
             None => self.range.start.clone(),
@@ -190,17 +190,25 @@ impl EtcdSource {
         })
     }
 
-    fn check_token(&self, key: &[u8]) -> Result<(), SourceError> {
-        if self.range.contains(key) {
+    /// Rejects a later-page request that would break the snapshot: a token from another
+    /// prefix, or a token without the list revision.
+    fn check_continue(&self, key: &[u8], revision: Option<i64>) -> Result<(), SourceError> {
+        let detail = if !self.range.contains(key) {
+            format!(
+                "invalid list request: the continue token {} is outside the prefix",
+                key.escape_ascii()
+            )
+        } else if revision.is_none() {
+            "invalid list request: a continue token without the list revision".to_owned()
+        } else {
             return Ok(());
-        }
+        };
         Err(SourceError::Permanent {
             source_name: self.name.clone(),
-            detail: format!(
-                "the continue token {} is outside the prefix",
-                key.escape_ascii()
-            ),
-            action: "Pass only the `next` token of this source's previous page".to_owned(),
+            detail,
+            action: "Pass the revision of the first page and the `next` token of the previous \
+                     page of this source"
+                .to_owned(),
             cause: None,
         })
     }
@@ -209,6 +217,66 @@ impl EtcdSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::ErrorClass;
+    use crate::source::etcd::EtcdConfig;
+
+    /// Returns a source for a port without a listener. Connecting without credentials does
+    /// not contact the server, so only requests that reach the network fail.
+    async fn unreachable_source() -> EtcdSource {
+        EtcdSource::connect(EtcdConfig::new(["http://127.0.0.1:1"], "/app/"))
+            .await
+            .expect("a lazy connection")
+    }
+
+    #[tokio::test]
+    async fn foreign_token_rejected() {
+        let source = unreachable_source().await;
+        let request = ListRequest {
+            revision: Some(5),
+            continue_from: Some(ContinueToken(b"/apple".to_vec())),
+            limit: 10,
+        };
+        let error = source
+            .read_page(request)
+            .await
+            .expect_err("a foreign token");
+        assert_eq!(error.class(), ErrorClass::Permanent);
+        assert!(error.to_string().contains("outside the prefix"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn token_without_revision_rejected() {
+        let source = unreachable_source().await;
+        let request = ListRequest {
+            revision: None,
+            continue_from: Some(ContinueToken(b"/app/a\0".to_vec())),
+            limit: 10,
+        };
+        let error = source
+            .read_page(request)
+            .await
+            .expect_err("no list revision");
+        assert_eq!(error.class(), ErrorClass::Permanent);
+        assert!(
+            error.to_string().contains("without the list revision"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_transient() {
+        let source = unreachable_source().await;
+        let error = source
+            .read_page(ListRequest {
+                revision: None,
+                continue_from: None,
+                limit: 10,
+            })
+            .await
+            .expect_err("no listener on port 1");
+        assert_eq!(error.class(), ErrorClass::Transient, "{error}");
+        assert!(error.to_string().contains("list the first page"), "{error}");
+    }
 
     #[test]
     fn range_of_directory() {

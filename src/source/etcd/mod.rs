@@ -24,7 +24,7 @@
 //!
 //! # Connections
 //! Responses up to [`EtcdConfig::max_response_bytes`] (64 MiB by default) are accepted.
-//! HTTP/2 keep-alive pings detect a server that stops answering, such as a frozen process or a
+//! HTTP/2 keep-alive pings detect a server that stops responding, such as a frozen process or a
 //! lost host, within about `keep_alive_interval + keep_alive_timeout`. A killed server is
 //! noticed at once because its connection closes.
 //!

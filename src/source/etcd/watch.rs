@@ -4,7 +4,7 @@
 //!
 //! - a response with events becomes a [`Batch`] whose revision is the highest `mod_revision`
 //!   of its events. All events of one transaction share a revision and arrive in one response,
-//!   because the source never asks for fragmented responses. One response can also hold several
+//!   because the source never requests fragmented responses. One response can also hold several
 //!   revisions when the watch catches up.
 //! - a response without events becomes a [`WatchMessage::Progress`] (see
 //!   [`EtcdConfig::trust_requested_progress`](super::EtcdConfig) for which revision it carries).
@@ -21,7 +21,9 @@
 //! - A requested progress response has watch id -1 and no events. The server's periodic
 //!   progress notification carries the watch's own id.
 //! - A killed server ends the response stream with an error within milliseconds. A frozen
-//!   server sends nothing, so only HTTP/2 keep-alive pings notice it.
+//!   server sends nothing and keeps the connection open, so the client notices it only when
+//!   an HTTP/2 keep-alive ping times out: after about 10 s with a 5 s interval and a 5 s
+//!   timeout.
 //! - etcd-client never resumes a watch by itself. After an error the stream ends and the
 //!   reflector watches again from its resume revision.
 
@@ -165,7 +167,7 @@ impl WatchState {
         Operation::Watch { from: self.from }
     }
 
-    /// Asks the server for a progress response. A request that cannot even be queued within
+    /// Requests a progress response from the server. A request that cannot even be queued within
     /// one progress interval means the connection is stuck.
     async fn request_progress(&mut self) -> Option<Result<WatchMessage<Bytes>, SourceError>> {
         let sent =
@@ -275,5 +277,27 @@ impl WatchState {
             return WatchMessage::Progress(self.delivered);
         }
         WatchMessage::Batch(Batch { revision, changes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::source::etcd::{EtcdConfig, EtcdSource};
+    use crate::source::{ErrorClass, Source};
+
+    #[tokio::test]
+    async fn unreachable_server_transient() {
+        let source = EtcdSource::connect(EtcdConfig::new(["http://127.0.0.1:1"], "/app/"))
+            .await
+            .expect("a lazy connection");
+        let error = match source.watch(5).await {
+            Ok(_) => panic!("no listener on port 1"),
+            Err(error) => error,
+        };
+        assert_eq!(error.class(), ErrorClass::Transient, "{error}");
+        assert!(
+            error.to_string().contains("watch from revision 5"),
+            "{error}"
+        );
     }
 }
