@@ -44,7 +44,7 @@ pub struct EtcdServerBuilder {
 }
 
 impl EtcdServerBuilder {
-    /// Makes the server send a progress notification to every idle watch that asked for them
+    /// Makes the server send a progress notification to every idle watch that requested them
     /// this often (`--experimental-watch-progress-notify-interval`, 10 minutes by default).
     pub fn watch_progress_notify_interval(self, interval: Duration) -> Self {
         self.arg(format!(
