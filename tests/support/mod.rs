@@ -4,3 +4,5 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod proxy;
+pub mod recording;
