@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::Action;
 use crate::workqueue::{QueueKey, WorkQueue};
 
-/// How a reconcile ended.
+/// The end of a reconcile: an action, an error or a panic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// The reconciler returned an action.
@@ -29,7 +29,7 @@ impl Outcome {
     }
 }
 
-/// What the queue does with the key after a reconcile.
+/// The queue operation applied to a key after its reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
     /// Retry after the rate limiter's delay, counting one retry.

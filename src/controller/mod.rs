@@ -24,7 +24,7 @@
 //!   aborted reconciles.
 //!
 //! It does not order reconciles of different keys, and it does not pass a key's history: the
-//! reconciler sees the cache's current state, so it must be idempotent.
+//! reconciler gets the cache's current state, so it must be idempotent.
 //!
 //! # Metrics and logs
 //!

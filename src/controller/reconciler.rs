@@ -64,7 +64,7 @@ impl<T> Clone for Request<T> {
     }
 }
 
-/// What the controller does with a key after a successful reconcile.
+/// The next step for a key after a successful reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// The key is reconciled: reset its backoff and wait for the next change.

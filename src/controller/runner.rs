@@ -72,7 +72,7 @@ pub struct Controller<T, C, R> {
     metrics: Metrics,
 }
 
-/// What stopped a controller.
+/// The reason a controller stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopCause {
     /// The shutdown future completed or a shutdown signal arrived.
@@ -84,7 +84,7 @@ pub enum StopCause {
 /// A summary of how a controller stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// What stopped the controller.
+    /// The reason the controller stopped.
     pub cause: StopCause,
     /// Reconciles running when shutdown began.
     pub in_flight: usize,

@@ -84,7 +84,7 @@ enum Take<K> {
     Wait(Option<Instant>),
 }
 
-/// What adding a key to the dirty set did.
+/// The result of adding a key to the dirty set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Insert {
     /// The key was already dirty: nothing changed.
@@ -525,7 +525,7 @@ impl<K: QueueKey> WorkQueue<K> {
         self.shared.ready.notify_waiters();
     }
 
-    /// Updates metrics and wakes getters after due keys were promoted. `taken` tells whether
+    /// Updates metrics and wakes getters after due keys were promoted. `taken` is true when
     /// the calling `get` took one of the ready keys itself, and `depth` is the ready count
     /// after that.
     fn record_promoted(&self, added: usize, queued: usize, taken: bool, depth: usize) {

@@ -167,9 +167,10 @@ pub const DEFAULT_BUCKET_BURST: u32 = 100;
 ///
 /// The bucket is a GCRA (generic cell rate algorithm) over [`tokio::time::Instant`], which
 /// stores one instant: the theoretical arrival time of the next token.
-// NOTE: the `governor` crate is not used because it has no reservation API (a denied check
-// takes no token, so concurrent callers could all be told the same wait) and it reads its own
-// clock, which tokio's paused test clock does not drive.
+// NOTE: the `governor` crate (0.10) is not used because it has no reservation API: a denied
+// `check` takes no cell, so concurrent callers would all be told the same wait. Its default
+// clock (quanta, or `std::time::Instant`) is also not tokio's, so the paused test clock would
+// not drive it without a custom `Clock` adapter.
 pub struct TokenBucket {
     /// Time between two tokens: `1 / rate`.
     interval: Duration,
