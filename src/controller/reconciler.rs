@@ -83,8 +83,10 @@ pub enum Action {
 /// reconciled again with the same state. Errors are retried with the queue's per-key backoff.
 /// A panic is caught and retried the same way.
 ///
-/// Every `Fn(Request<T>, Arc<C>) -> impl Future<Output = Result<Action, E>>` closure is a
-/// reconciler, so a struct is only needed to carry state outside the context.
+/// Every `Fn(Request<T>, Arc<C>) -> impl Future<Output = Result<Action, E>>` closure or
+/// `async fn` is a reconciler, so a struct is only needed to carry state outside the context.
+/// A closure needs its parameter types written out, because the compiler infers closure
+/// parameters only from a direct `Fn` bound.
 ///
 /// # Example
 ///

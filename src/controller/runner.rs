@@ -90,7 +90,8 @@ pub struct ShutdownReport {
     pub in_flight: usize,
     /// Reconciles cancelled because they were still running at the deadline.
     pub aborted: usize,
-    /// Keys that were queued or waiting for a delay, and were dropped unprocessed.
+    /// Keys that were queued, waiting for a delay, or added again while in flight, and were
+    /// dropped unprocessed.
     pub dropped: usize,
     /// Workers started again after a panic outside the reconciler.
     pub workers_restarted: usize,
@@ -105,7 +106,7 @@ where
     /// Creates a controller named `name` that reconciles the keys of `queue`, looks them up in
     /// `store`, and passes `ctx` to every reconcile. The name labels metrics and logs.
     ///
-    /// The controller owns the queue's consumption: it shuts `queue` down when it stops.
+    /// The controller shuts `queue` down when it stops, so no other consumer should share it.
     pub fn new(
         name: impl Into<Arc<str>>,
         queue: WorkQueue<Arc<str>>,
