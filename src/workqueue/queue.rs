@@ -352,6 +352,9 @@ impl<K: QueueKey> WorkQueue<K> {
     }
 
     /// Promotes due keys and takes the oldest ready key, if any.
+    // NOTE: due keys are promoted here and in `len`, not by a background task. While every
+    // worker is busy, a due key waits in the delayed set and `workqueue_depth` leaves it out
+    // until the next `get` or `len`. Idle getters all wake at the earliest due time.
     fn try_take(&self) -> Take<K> {
         let now = Instant::now();
         let mut state = self.shared.state.lock();
