@@ -310,6 +310,11 @@ impl Metrics {
         self.inner.queue_adds.get_or_create(&named(queue)).inc();
     }
 
+    /// Returns the number of keys added to a queue.
+    pub fn queue_adds(&self, queue: &str) -> u64 {
+        self.inner.queue_adds.get_or_create(&named(queue)).get()
+    }
+
     /// Sets the number of ready keys in a queue.
     pub fn set_queue_depth(&self, queue: &str, depth: usize) {
         self.inner
@@ -318,9 +323,19 @@ impl Metrics {
             .set(depth as i64);
     }
 
+    /// Returns the number of ready keys in a queue, as last set.
+    pub fn queue_depth(&self, queue: &str) -> i64 {
+        self.inner.queue_depth.get_or_create(&named(queue)).get()
+    }
+
     /// Counts a rate-limited add.
     pub fn queue_retry(&self, queue: &str) {
         self.inner.queue_retries.get_or_create(&named(queue)).inc();
+    }
+
+    /// Returns the number of rate-limited adds to a queue.
+    pub fn queue_retries(&self, queue: &str) -> u64 {
+        self.inner.queue_retries.get_or_create(&named(queue)).get()
     }
 
     /// Records how long a key waited before a worker took it.
@@ -367,5 +382,13 @@ impl Metrics {
             .active_workers
             .get_or_create(&named(controller))
             .inc_by(delta);
+    }
+
+    /// Returns the number of workers running a reconcile.
+    pub fn active_workers(&self, controller: &str) -> i64 {
+        self.inner
+            .active_workers
+            .get_or_create(&named(controller))
+            .get()
     }
 }
