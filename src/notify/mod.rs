@@ -442,3 +442,12 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+/// Returns a handler that adds the key of every event to `queue`: the usual way to connect the
+/// cache to a controller. Adding never blocks, and the queue holds each key at most once.
+pub fn enqueue_keys<T>(queue: crate::workqueue::WorkQueue<Arc<str>>) -> impl Handler<T>
+where
+    T: Send + Sync + 'static,
+{
+    move |event: Event<T>| queue.add(event.key().clone())
+}

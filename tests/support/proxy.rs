@@ -36,7 +36,9 @@ struct State {
 impl Proxy {
     /// Starts a proxy to `target` on a free loopback port.
     pub async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
         let address = listener.local_addr().unwrap();
         let state = Arc::new(State {
             target,
@@ -66,7 +68,9 @@ impl Proxy {
     /// Closes every connection and rejects new ones until [`Proxy::restore`].
     pub fn cut(&self) {
         self.state.cut.store(true, Ordering::SeqCst);
-        self.state.generation.send_modify(|generation| *generation += 1);
+        self.state
+            .generation
+            .send_modify(|generation| *generation += 1);
     }
 
     /// Accepts connections again.
@@ -77,7 +81,9 @@ impl Proxy {
     /// Arms a truncation: the next server-to-client read of at least `min_bytes` is forwarded
     /// only in part, and its connection is closed.
     pub fn truncate_next_response(&self, min_bytes: usize) {
-        self.state.truncate_at_least.store(min_bytes, Ordering::SeqCst);
+        self.state
+            .truncate_at_least
+            .store(min_bytes, Ordering::SeqCst);
     }
 
     /// Returns how many responses were truncated.
