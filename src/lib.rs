@@ -30,6 +30,7 @@ pub mod controller;
 pub mod decode;
 pub mod metrics;
 pub mod notify;
+pub mod operator;
 pub mod reflector;
 pub mod source;
 pub mod workqueue;
