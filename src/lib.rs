@@ -32,4 +32,6 @@ pub mod metrics;
 pub mod notify;
 pub mod reflector;
 pub mod source;
+#[cfg(feature = "test-server")]
+pub mod testing;
 pub mod workqueue;
