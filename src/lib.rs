@@ -33,4 +33,6 @@ pub mod notify;
 pub mod operator;
 pub mod reflector;
 pub mod source;
+#[cfg(feature = "test-server")]
+pub mod testing;
 pub mod workqueue;
