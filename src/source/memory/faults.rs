@@ -30,7 +30,7 @@ impl fmt::Debug for Faults {
     }
 }
 
-/// Which kind of call an injected failure hits.
+/// The kind of call an injected failure hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Call {
     List,
@@ -147,7 +147,7 @@ impl Faults {
         self.shared.notify();
     }
 
-    /// Makes the store look like a server that stopped answering.
+    /// Makes the store look like a server that stopped responding.
     ///
     /// While frozen, lists and watch opens wait, and open watches deliver nothing: no batch and
     /// no progress message. Writes to the store still succeed and go into the history, and
@@ -202,8 +202,8 @@ impl Faults {
         tracing::info!(count, ?class, "memory store fault: failing watches");
     }
 
-    /// Removes every fault in force: unfreezes, turns the delay off and forgets the failures
-    /// not yet returned. Watches cut earlier stay ended.
+    /// Removes every fault in force: unfreezes, turns the delay off and drops the injected
+    /// failures not yet returned. Watches cut earlier stay ended.
     pub fn clear(&self) {
         {
             let mut state = self.shared.lock();

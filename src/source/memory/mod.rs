@@ -1,8 +1,8 @@
 //! In-memory source: an in-process, revisioned key-value store with etcd v3's list, watch and
 //! compaction semantics, and fault injection, for examples and deterministic tests.
 //!
-//! [`MemoryStore`] plays the server. [`MemorySource`] reads one key prefix of a store, as
-//! [`EtcdSource`](super::etcd::EtcdSource) reads one prefix of etcd, and [`Faults`] plays the
+//! [`MemoryStore`] plays the server. [`MemorySource`] reads one key prefix of a store, as the
+//! [etcd source](super::etcd) reads one prefix of etcd, and [`Faults`] plays the
 //! network between them. It is not a server: nothing is persisted and nothing listens on a port.
 //!
 //! # Semantics shared with etcd v3
@@ -26,7 +26,7 @@
 //!
 //! # Slow consumers
 //! A watch has no buffer of its own: it is a cursor into the store's history, read each time its
-//! consumer asks for the next message. A slow consumer therefore costs no memory, and there is
+//! consumer polls for the next message. A slow consumer therefore costs no memory, and there is
 //! no handoff from replaying history to following live writes in which a change could be lost
 //! or repeated. The history itself grows with every write until a compaction.
 //! [`MemoryStore::set_auto_compaction`] bounds it; a watch that then falls further behind

@@ -179,7 +179,7 @@ impl KeyHistory {
         };
 
         // The latest version at `revision` stays readable unless it is a tombstone, because a
-        // read at `revision` sees no key either way.
+        // read at `revision` finds no key either way.
         let keep_from = if self.versions[latest].value.is_some() {
             latest
         } else {
@@ -462,8 +462,8 @@ impl Shared {
 /// An in-process, revisioned key-value store with etcd v3's revision, list, watch and
 /// compaction semantics.
 ///
-/// Clones share the same store. Every method is synchronous and returns at once, except that
-/// reads through a [`MemorySource`](super::MemorySource) obey the store's [`Faults`].
+/// Clones share the same store. Every method is synchronous and ignores the store's [`Faults`],
+/// which affect only lists and watches through a [`MemorySource`](super::MemorySource).
 ///
 /// ```
 /// use informer::source::memory::{MemoryStore, Op};

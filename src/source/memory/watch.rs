@@ -1,7 +1,7 @@
 //! Watch streams of the in-memory source.
 //!
-//! A watch holds no buffer. It is a cursor into the store's shared history: each time its
-//! consumer asks for the next message, it reads the next revision that touched its prefix, or
+//! A watch has no buffer. It is a cursor into the store's shared history: each time its
+//! consumer polls for the next message, it reads the next revision that touched its prefix, or
 //! waits for a write. Replaying history and following live writes are the same read, so the
 //! switch from one to the other can neither lose nor repeat a change, and a slow consumer costs
 //! no memory however far behind it falls.
@@ -18,7 +18,7 @@ use super::faults::{Call, injected_error};
 use super::store::{Shared, State};
 use crate::source::{Revision, SourceError, WatchMessage, WatchStream};
 
-/// What a watch does next.
+/// The next action of a watch.
 enum Step {
     /// Return this message after the delay in force.
     Deliver(WatchMessage<Bytes>, Duration),
@@ -124,7 +124,7 @@ impl Watcher {
                 Step::Frozen => {
                     let _ = self.signal.changed().await;
                     // A freeze is silence, not idleness: the progress interval starts over when
-                    // the store answers again.
+                    // the store responds again.
                     self.idle_since = Instant::now();
                 }
                 Step::Idle => self.wait_idle().await,
