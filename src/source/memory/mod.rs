@@ -28,9 +28,13 @@
 //! A watch has no buffer of its own: it is a cursor into the store's history, read each time its
 //! consumer polls for the next message. A slow consumer therefore costs no memory, and there is
 //! no handoff from replaying history to following live writes in which a change could be lost
-//! or repeated. The history itself grows with every write until a compaction.
-//! [`MemoryStore::set_auto_compaction`] bounds it; a watch that then falls further behind
-//! than the kept history fails with `Expired` on its next read, and the reflector relists.
+//! or repeated. etcd does not cancel a slow watcher either: its mvcc layer
+//! (`watchableStore.notify`) takes the watcher out of its synced group and later replays what
+//! it missed from the store, which is what the cursor does here.
+//!
+//! The history itself grows with every write until a compaction.
+//! [`MemoryStore::set_auto_compaction`] bounds it. A watch that then falls further behind than
+//! the kept history fails with `Expired` on its next read, and the reflector relists.
 //!
 //! # Faults
 //! [`MemoryStore::faults`] returns the [`Faults`] handle: freeze the store, cut every watch
@@ -193,9 +197,12 @@ impl MemorySource {
     fn revision_error(&self, error: RevisionError) -> SourceError {
         let source_name = self.name.clone();
         match error {
-            RevisionError::Compacted { .. } => SourceError::Expired {
+            RevisionError::Compacted {
+                revision,
+                compact_revision,
+            } => SourceError::Expired {
                 source_name,
-                detail: error.to_string(),
+                detail: format!("revision {revision} was compacted at {compact_revision}"),
             },
             RevisionError::Future { .. } | RevisionError::AlreadyCompacted { .. } => {
                 SourceError::Permanent {
@@ -227,8 +234,8 @@ impl Source for MemorySource {
     /// when a failure was injected with [`Faults::fail_next_lists`].
     ///
     /// # Cancel safety
-    /// Cancel safe: a list page changes nothing, except that it uses up an injected failure
-    /// once it has read the store.
+    /// Cancel safe. A call cancelled during its delay has already used up the injected failure
+    /// it returns, if one was queued.
     async fn list_page(&self, request: ListRequest) -> Result<Page<Bytes>, SourceError> {
         let shared = &self.store.shared;
         let mut signal = shared.subscribe();
