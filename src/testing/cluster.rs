@@ -24,7 +24,8 @@ use super::strategy::{self, finalizers, is_deleting, meta_str, metadata_mut};
 const SERVER_MANAGER: &str = "kube-apiserver";
 
 /// Namespaces a new cluster has.
-const BOOTSTRAP_NAMESPACES: [&str; 4] = ["default", "kube-node-lease", "kube-public", "kube-system"];
+const BOOTSTRAP_NAMESPACES: [&str; 4] =
+    ["default", "kube-node-lease", "kube-public", "kube-system"];
 
 /// How one write is made.
 #[derive(Clone, Copy)]
@@ -88,7 +89,11 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(history_capacity: usize, require_namespaces: bool, crd_init_delay: Duration) -> Self {
+    pub(crate) fn new(
+        history_capacity: usize,
+        require_namespaces: bool,
+        crd_init_delay: Duration,
+    ) -> Self {
         let mut cluster = Self {
             store: Store::new(history_capacity),
             registry: Registry::default(),
@@ -238,7 +243,9 @@ impl Cluster {
             return Err(StatusError::precondition_failed(
                 def,
                 name,
-                format!("Precondition failed: UID in precondition: {requested_uid}, UID in object meta: {uid}"),
+                format!(
+                    "Precondition failed: UID in precondition: {requested_uid}, UID in object meta: {uid}"
+                ),
             ));
         }
 
@@ -322,7 +329,9 @@ impl Cluster {
             }
             let mut object = patch_body.clone();
             if !object.is_object() {
-                return Err(StatusError::bad_request("an apply patch must be a JSON object"));
+                return Err(StatusError::bad_request(
+                    "an apply patch must be a JSON object",
+                ));
             }
             metadata_mut(&mut object).insert("name".to_owned(), Value::String(name.to_owned()));
             let created = self.create(def, namespace, object, options)?;
@@ -333,11 +342,14 @@ impl Cluster {
         let mut candidate = old.clone();
         patch::apply(patch_type, &mut candidate, patch_body)?;
         if !candidate.is_object() {
-            return Err(StatusError::bad_request("the patched object is not a JSON object"));
+            return Err(StatusError::bad_request(
+                "the patched object is not a JSON object",
+            ));
         }
         if meta_str(&candidate, "resourceVersion").is_empty() {
             let version = meta_str(&old, "resourceVersion").to_owned();
-            metadata_mut(&mut candidate).insert("resourceVersion".to_owned(), Value::String(version));
+            metadata_mut(&mut candidate)
+                .insert("resourceVersion".to_owned(), Value::String(version));
         }
         let updated = self.update(def, namespace, name, candidate, options)?;
         Ok((updated, false))
@@ -404,7 +416,11 @@ impl Cluster {
         if dry_run {
             return Ok(DeleteOutcome::Pending(Arc::new(marked)));
         }
-        Ok(DeleteOutcome::Pending(self.store.put(&def.storage, key, marked)))
+        Ok(DeleteOutcome::Pending(self.store.put(
+            &def.storage,
+            key,
+            marked,
+        )))
     }
 
     /// Deletes a namespace: marks it `Terminating`, deletes everything in it, and removes it
@@ -442,7 +458,10 @@ impl Cluster {
             .collect();
         for content_def in namespaced {
             let revision = self.store.revision();
-            for (item_key, object) in self.store.range_at(&content_def.storage, &prefix, None, revision) {
+            for (item_key, object) in
+                self.store
+                    .range_at(&content_def.storage, &prefix, None, revision)
+            {
                 if finalizers(&object).is_empty() {
                     self.store.delete(&content_def.storage, &item_key);
                 } else if !is_deleting(&object) {
@@ -553,8 +572,10 @@ impl Cluster {
         for resource in resources {
             info!(crd = %crd_name, group = %resource.group, version = %resource.version, resource = %resource.plural, "serving custom resource");
             if !self.crd_init_delay.is_zero() {
-                self.initializing
-                    .insert(resource.storage.clone(), Instant::now() + self.crd_init_delay);
+                self.initializing.insert(
+                    resource.storage.clone(),
+                    Instant::now() + self.crd_init_delay,
+                );
             }
             self.register(resource);
         }

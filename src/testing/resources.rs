@@ -435,7 +435,6 @@ impl Registry {
             .map(|(_, def)| def.clone())
             .collect()
     }
-
 }
 
 /// Splits `group/version` (or a bare core `version`).

@@ -79,7 +79,9 @@ impl Default for TestServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TestServerError {
     /// The listener could not bind a loopback port.
-    #[error("failed to bind the test server to 127.0.0.1: {0}; check that loopback networking works")]
+    #[error(
+        "failed to bind the test server to 127.0.0.1: {0}; check that loopback networking works"
+    )]
     Bind(#[source] std::io::Error),
     /// The kube client could not be built from the server's configuration.
     #[error("failed to build a kube client for the test server at {url}: {source}")]
@@ -347,9 +349,9 @@ impl TestServer {
             subresource,
             ..WriteOptions::new(HELPER_MANAGER)
         };
-        let stored = self.shared.write(|cluster| {
-            cluster.update(&def, namespace.as_deref(), &name, object, &options)
-        })?;
+        let stored = self
+            .shared
+            .write(|cluster| cluster.update(&def, namespace.as_deref(), &name, object, &options))?;
         Ok(def.from_storage(&stored))
     }
 
@@ -393,7 +395,9 @@ impl TestServer {
         name: &str,
     ) -> Result<Value, StatusError> {
         let def = self.resource_for(api_version, kind)?;
-        let stored = self.shared.read(|cluster| cluster.get(&def, namespace, name))?;
+        let stored = self
+            .shared
+            .read(|cluster| cluster.get(&def, namespace, name))?;
         Ok(def.from_storage(&stored))
     }
 
@@ -411,9 +415,9 @@ impl TestServer {
         name: &str,
     ) -> Result<Option<Value>, StatusError> {
         let def = self.resource_for(api_version, kind)?;
-        let outcome = self.shared.write(|cluster| {
-            cluster.delete(&def, namespace, name, &DeleteOptions::default())
-        })?;
+        let outcome = self
+            .shared
+            .write(|cluster| cluster.delete(&def, namespace, name, &DeleteOptions::default()))?;
         Ok(match outcome {
             DeleteOutcome::Pending(object) => Some(def.from_storage(&object)),
             DeleteOutcome::Deleted(_) => None,
@@ -565,8 +569,8 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |request| {
         http::handle(shared.clone(), router.clone(), request)
     });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service);
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         result = connection => {
             if let Err(error) = result {
