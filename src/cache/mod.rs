@@ -77,7 +77,7 @@ pub struct InvalidValue {
     pub revision: Revision,
     /// The lifetime of the key the value belongs to.
     pub incarnation: Incarnation,
-    /// Why decoding failed.
+    /// The decoding failure.
     pub error: DecodeError,
 }
 
@@ -191,7 +191,7 @@ impl<T> Store<T> {
         self.shared.state.read().entries.len()
     }
 
-    /// Returns true when the cache holds no key.
+    /// Returns true when the cache contains no key.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -236,7 +236,7 @@ impl<T> Store<T> {
             .collect())
     }
 
-    /// Returns the values that index `index` currently holds.
+    /// Returns the values that index `index` currently contains.
     ///
     /// # Errors
     /// [`UnknownIndex`] when no index named `index` was added.
