@@ -2,7 +2,7 @@
 //! metadata handling, preconditions, finalizers, no-op detection and generation rules.
 //!
 //! Every operation runs under one lock and returns objects in their stored form; callers
-//! convert them to the requested API version with [`ResourceDef::from_storage`].
+//! convert them to the requested API version with [`ResourceDef::to_api_form`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::fields::{self, FieldsWrite, Operation};
+use super::fields::{self, FieldsWrite, MapNodes, Operation};
 use super::patch::{self, PatchType};
 use super::resources::{Behavior, Registry, ResourceDef, builtin_resources, fill_zero_fields};
 use super::selectors::Selectors;
@@ -24,7 +24,8 @@ use super::strategy::{self, finalizers, is_deleting, meta_str, metadata_mut};
 const SERVER_MANAGER: &str = "kube-apiserver";
 
 /// Namespaces a new cluster has.
-const BOOTSTRAP_NAMESPACES: [&str; 4] = ["default", "kube-node-lease", "kube-public", "kube-system"];
+const BOOTSTRAP_NAMESPACES: [&str; 4] =
+    ["default", "kube-node-lease", "kube-public", "kube-system"];
 
 /// How one write is made.
 #[derive(Clone, Copy)]
@@ -88,7 +89,11 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(history_capacity: usize, require_namespaces: bool, crd_init_delay: Duration) -> Self {
+    pub(crate) fn new(
+        history_capacity: usize,
+        require_namespaces: bool,
+        crd_init_delay: Duration,
+    ) -> Self {
         let mut cluster = Self {
             store: Store::new(history_capacity),
             registry: Registry::default(),
@@ -177,7 +182,12 @@ impl Cluster {
         def.to_storage(&mut object, &storage);
         fill_zero_fields(&mut object, &storage.zero_fields);
         let time = strategy::now_timestamp();
-        fields::update_managed_fields(None, &mut object, &fields_write(def, options, &time));
+        let api_version = def.api_version();
+        fields::update_managed_fields(
+            None,
+            &mut object,
+            &fields_write(def, &api_version, options, &time),
+        );
 
         if options.dry_run {
             return Ok(Arc::new(object));
@@ -214,7 +224,7 @@ impl Cluster {
             .store
             .get(&def.storage, &key)
             .ok_or_else(|| StatusError::not_found(def, name))?;
-        let old = def.from_storage(&existing);
+        let old = def.to_api_form(&existing);
 
         let requested_version = meta_str(&object, "resourceVersion").to_owned();
         if requested_version.is_empty() {
@@ -238,7 +248,9 @@ impl Cluster {
             return Err(StatusError::precondition_failed(
                 def,
                 name,
-                format!("Precondition failed: UID in precondition: {requested_uid}, UID in object meta: {uid}"),
+                format!(
+                    "Precondition failed: UID in precondition: {requested_uid}, UID in object meta: {uid}"
+                ),
             ));
         }
 
@@ -278,10 +290,8 @@ impl Cluster {
             return Ok(existing.clone());
         }
         let time = strategy::now_timestamp();
-        let mut write = fields_write(def, options, &time);
-        if options.applied.is_some() {
-            write.operation = Operation::Apply;
-        }
+        let api_version = def.api_version();
+        let write = fields_write(def, &api_version, options, &time);
         fields::update_managed_fields(Some(old), &mut updated, &write);
 
         if options.dry_run {
@@ -322,22 +332,27 @@ impl Cluster {
             }
             let mut object = patch_body.clone();
             if !object.is_object() {
-                return Err(StatusError::bad_request("an apply patch must be a JSON object"));
+                return Err(StatusError::bad_request(
+                    "an apply patch must be a JSON object",
+                ));
             }
             metadata_mut(&mut object).insert("name".to_owned(), Value::String(name.to_owned()));
             let created = self.create(def, namespace, object, options)?;
             return Ok((created, true));
         };
 
-        let old = def.from_storage(&existing);
+        let old = def.to_api_form(&existing);
         let mut candidate = old.clone();
         patch::apply(patch_type, &mut candidate, patch_body)?;
         if !candidate.is_object() {
-            return Err(StatusError::bad_request("the patched object is not a JSON object"));
+            return Err(StatusError::bad_request(
+                "the patched object is not a JSON object",
+            ));
         }
         if meta_str(&candidate, "resourceVersion").is_empty() {
             let version = meta_str(&old, "resourceVersion").to_owned();
-            metadata_mut(&mut candidate).insert("resourceVersion".to_owned(), Value::String(version));
+            metadata_mut(&mut candidate)
+                .insert("resourceVersion".to_owned(), Value::String(version));
         }
         let updated = self.update(def, namespace, name, candidate, options)?;
         Ok((updated, false))
@@ -404,7 +419,11 @@ impl Cluster {
         if dry_run {
             return Ok(DeleteOutcome::Pending(Arc::new(marked)));
         }
-        Ok(DeleteOutcome::Pending(self.store.put(&def.storage, key, marked)))
+        Ok(DeleteOutcome::Pending(self.store.put(
+            &def.storage,
+            key,
+            marked,
+        )))
     }
 
     /// Deletes a namespace: marks it `Terminating`, deletes everything in it, and removes it
@@ -442,7 +461,10 @@ impl Cluster {
             .collect();
         for content_def in namespaced {
             let revision = self.store.revision();
-            for (item_key, object) in self.store.range_at(&content_def.storage, &prefix, None, revision) {
+            for (item_key, object) in
+                self.store
+                    .range_at(&content_def.storage, &prefix, None, revision)
+            {
                 if finalizers(&object).is_empty() {
                     self.store.delete(&content_def.storage, &item_key);
                 } else if !is_deleting(&object) {
@@ -544,6 +566,7 @@ impl Cluster {
                 subresource: Some("status"),
                 status_subresource: true,
                 applied: None,
+                maps: MapNodes::BuiltinMaps,
             };
             fields::update_managed_fields(Some(&current), &mut next, &write);
             current = self.store.put(&def.storage, key, next);
@@ -553,8 +576,10 @@ impl Cluster {
         for resource in resources {
             info!(crd = %crd_name, group = %resource.group, version = %resource.version, resource = %resource.plural, "serving custom resource");
             if !self.crd_init_delay.is_zero() {
-                self.initializing
-                    .insert(resource.storage.clone(), Instant::now() + self.crd_init_delay);
+                self.initializing.insert(
+                    resource.storage.clone(),
+                    Instant::now() + self.crd_init_delay,
+                );
             }
             self.register(resource);
         }
@@ -600,7 +625,7 @@ impl Cluster {
             .store
             .range_at(&def.storage, &prefix, start, revision)
             .into_iter()
-            .filter(|(_, object)| selectors.matches(&def.from_storage(object)))
+            .filter(|(_, object)| selectors.matches(&def.to_api_form(object)))
             .collect();
         let limit = limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
         let total = matching.len();
@@ -637,7 +662,8 @@ fn invalid(def: &ResourceDef, name: &str, errors: Vec<FieldError>) -> StatusErro
 }
 
 fn fields_write<'a>(
-    def: &'a ResourceDef,
+    def: &ResourceDef,
+    api_version: &'a str,
     options: &WriteOptions<'a>,
     time: &'a str,
 ) -> FieldsWrite<'a> {
@@ -648,15 +674,16 @@ fn fields_write<'a>(
         } else {
             Operation::Update
         },
-        api_version: if def.builtin && def.group.is_empty() {
-            "v1"
-        } else {
-            &def.storage_api_version
-        },
+        api_version,
         time,
         subresource: options.subresource,
         status_subresource: def.status_subresource,
         applied: options.applied,
+        maps: if def.builtin {
+            MapNodes::BuiltinMaps
+        } else {
+            MapNodes::All
+        },
     }
 }
 

@@ -152,7 +152,10 @@ pub(crate) fn group_list(registry: &Registry) -> impl Serialize {
 
 /// `/apis/{group}`, if the group is served.
 pub(crate) fn group(registry: &Registry, name: &str) -> Option<impl Serialize + use<>> {
-    let (group, versions) = registry.groups().into_iter().find(|(group, _)| group == name)?;
+    let (group, versions) = registry
+        .groups()
+        .into_iter()
+        .find(|(group, _)| group == name)?;
     Some(api_group(&group, &versions, true))
 }
 
@@ -242,7 +245,11 @@ impl Hasher for Fnv1a {
 }
 
 /// `/api/v1` or `/apis/{group}/{version}`: the resources of one group version.
-pub(crate) fn resource_list(group: &str, version: &str, defs: &[Arc<ResourceDef>]) -> impl Serialize {
+pub(crate) fn resource_list(
+    group: &str,
+    version: &str,
+    defs: &[Arc<ResourceDef>],
+) -> impl Serialize {
     let mut resources = Vec::new();
     for def in defs {
         resources.push(ApiResource {
@@ -356,7 +363,11 @@ fn group_discovery(registry: &Registry, group: &str, versions: &[String]) -> Gro
                 .map(|def| ResourceDiscovery {
                     resource: def.plural.clone(),
                     response_kind: kind_of(def),
-                    scope: if def.namespaced { "Namespaced" } else { "Cluster" },
+                    scope: if def.namespaced {
+                        "Namespaced"
+                    } else {
+                        "Cluster"
+                    },
                     singular_resource: def.singular.clone(),
                     verbs: verbs(def),
                     short_names: def.short_names.clone(),

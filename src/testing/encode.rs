@@ -285,7 +285,10 @@ static CRD_VERSION: Shape = Shape::Struct(&[
     ("deprecated", &ANY),
     ("deprecationWarning", &ANY),
     ("schema", &Shape::Struct(&[("openAPIV3Schema", &SCHEMA)])),
-    ("subresources", &Shape::Struct(&[("status", &ANY), ("scale", &ANY)])),
+    (
+        "subresources",
+        &Shape::Struct(&[("status", &ANY), ("scale", &ANY)]),
+    ),
     ("additionalPrinterColumns", &ANY),
     ("selectableFields", &ANY),
 ]);
@@ -309,7 +312,10 @@ pub(crate) static CUSTOM_RESOURCE_DEFINITION: Shape = Shape::Struct(&[
             ("names", &CRD_NAMES),
             ("scope", &ANY),
             ("versions", &Shape::ListOf(&CRD_VERSION)),
-            ("conversion", &Shape::Struct(&[("strategy", &ANY), ("webhook", &ANY)])),
+            (
+                "conversion",
+                &Shape::Struct(&[("strategy", &ANY), ("webhook", &ANY)]),
+            ),
             ("preserveUnknownFields", &ANY),
         ]),
     ),
@@ -439,7 +445,13 @@ impl Serialize for ListBody<'_> {
                         shape: &LIST_META,
                     },
                 )?;
-                out.serialize_entry("items", &Items { items: &self.items, shape })?;
+                out.serialize_entry(
+                    "items",
+                    &Items {
+                        items: &self.items,
+                        shape,
+                    },
+                )?;
             }
             None => {
                 out.serialize_entry("apiVersion", self.api_version)?;

@@ -259,10 +259,20 @@ mod tests {
     #[test]
     fn failures_run_out() {
         let mut faults = Faults::new(true, ExpiredWatchForm::ErrorEvent);
-        faults.fail_next(2, RequestMatch::any().verb(Verb::Watch), Failure::Status(503));
+        faults.fail_next(
+            2,
+            RequestMatch::any().verb(Verb::Watch),
+            Failure::Status(503),
+        );
         let request = watch_request(Some("a"));
-        assert_eq!(faults.decide(&request), FaultDecision::Fail(Failure::Status(503)));
-        assert_eq!(faults.decide(&request), FaultDecision::Fail(Failure::Status(503)));
+        assert_eq!(
+            faults.decide(&request),
+            FaultDecision::Fail(Failure::Status(503))
+        );
+        assert_eq!(
+            faults.decide(&request),
+            FaultDecision::Fail(Failure::Status(503))
+        );
         assert_eq!(faults.decide(&request), FaultDecision::Proceed);
     }
 
@@ -270,8 +280,14 @@ mod tests {
     fn forbid_by_namespace() {
         let mut faults = Faults::new(true, ExpiredWatchForm::ErrorEvent);
         faults.forbid(RequestMatch::any().resource("configmaps").namespace("a"));
-        assert_eq!(faults.decide(&watch_request(Some("a"))), FaultDecision::Forbid);
-        assert_eq!(faults.decide(&watch_request(Some("b"))), FaultDecision::Proceed);
+        assert_eq!(
+            faults.decide(&watch_request(Some("a"))),
+            FaultDecision::Forbid
+        );
+        assert_eq!(
+            faults.decide(&watch_request(Some("b"))),
+            FaultDecision::Proceed
+        );
         assert_eq!(faults.decide(&watch_request(None)), FaultDecision::Proceed);
     }
 }

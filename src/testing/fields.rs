@@ -25,28 +25,34 @@ impl FieldSet {
         !self.owned && self.children.is_empty()
     }
 
-    /// Every field of `value`, with every map node owned.
-    fn of_value(value: &Value) -> Self {
-        let mut set = FieldSet {
-            owned: true,
-            children: BTreeMap::new(),
-        };
-        if let Value::Object(map) = value {
-            for (key, child) in map {
-                set.children.insert(key.clone(), Self::of_value(child));
+    /// Every field of `value`. Leaves are owned, and so are the object nodes `maps` names.
+    fn of_value(value: &Value, maps: MapNodes, path: &mut Vec<String>) -> Self {
+        let mut set = FieldSet::default();
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                set.owned = maps.owns(path);
+                for (key, child) in map {
+                    path.push(key.clone());
+                    set.children
+                        .insert(key.clone(), Self::of_value(child, maps, path));
+                    path.pop();
+                }
             }
+            _ => set.owned = true,
         }
         set
     }
 
-    /// The fields `new` sets that `old` lacks or holds with another value. Maps that `new`
-    /// creates are owned as nodes.
-    fn changed(old: Option<&Value>, new: &Value) -> Self {
+    /// The fields `new` sets that `old` lacks or holds with another value. Object nodes that
+    /// `new` creates are owned as `maps` says.
+    fn changed(old: Option<&Value>, new: &Value, maps: MapNodes, path: &mut Vec<String>) -> Self {
         match (old, new) {
-            (Some(Value::Object(old_map)), Value::Object(new_map)) => {
+            (Some(Value::Object(old_map)), Value::Object(new_map)) if !new_map.is_empty() => {
                 let mut set = FieldSet::default();
                 for (key, child) in new_map {
-                    let child_set = Self::changed(old_map.get(key), child);
+                    path.push(key.clone());
+                    let child_set = Self::changed(old_map.get(key), child, maps, path);
+                    path.pop();
                     if !child_set.is_empty() {
                         set.children.insert(key.clone(), child_set);
                     }
@@ -54,7 +60,7 @@ impl FieldSet {
                 set
             }
             (Some(old), new) if old == new => FieldSet::default(),
-            (_, new) => Self::of_value(new),
+            (_, new) => Self::of_value(new, maps, path),
         }
     }
 
@@ -72,7 +78,7 @@ impl FieldSet {
                 set
             }
             (_, Some(_)) => FieldSet::default(),
-            (old, None) => Self::of_value(old),
+            (old, None) => Self::of_value(old, MapNodes::All, &mut Vec::new()),
         }
     }
 
@@ -125,6 +131,31 @@ impl FieldSet {
             }
         }
         set
+    }
+}
+
+/// Which object nodes a manager owns as a whole (the `"."` key) when it sets them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MapNodes {
+    /// Every object: custom resources, whose objects are all maps to the field manager.
+    All,
+    /// Only the map-typed fields of built-in types (`data`, labels, annotations); their other
+    /// objects are Go structs, which the field manager does not own as nodes.
+    BuiltinMaps,
+}
+
+impl MapNodes {
+    fn owns(self, path: &[String]) -> bool {
+        match self {
+            MapNodes::All => true,
+            MapNodes::BuiltinMaps => matches!(
+                path.iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                ["data" | "binaryData" | "stringData"] | ["metadata", "labels" | "annotations"]
+            ),
+        }
     }
 }
 
@@ -181,6 +212,8 @@ pub(crate) struct FieldsWrite<'a> {
     pub(crate) status_subresource: bool,
     /// For an apply: the applied configuration, whose fields the manager then owns exactly.
     pub(crate) applied: Option<&'a Value>,
+    /// Which object nodes are owned as a whole.
+    pub(crate) maps: MapNodes,
 }
 
 /// Recomputes `metadata.managedFields` of `new` after a write that turned `old` into `new`.
@@ -191,10 +224,17 @@ pub(crate) fn update_managed_fields(old: Option<&Value>, new: &mut Value, write:
     let new_tracked = tracked(new, status_write, exclude_status);
 
     let changed = match (write.operation, write.applied) {
-        (Operation::Apply, Some(applied)) => {
-            FieldSet::of_value(&tracked(applied, status_write, exclude_status))
-        }
-        _ => FieldSet::changed(old_tracked.as_ref(), &new_tracked),
+        (Operation::Apply, Some(applied)) => FieldSet::of_value(
+            &tracked(applied, status_write, exclude_status),
+            write.maps,
+            &mut Vec::new(),
+        ),
+        _ => FieldSet::changed(
+            old_tracked.as_ref(),
+            &new_tracked,
+            write.maps,
+            &mut Vec::new(),
+        ),
     };
     let changed = without_root(changed);
     let removed = match &old_tracked {
@@ -328,6 +368,7 @@ mod tests {
             subresource: None,
             status_subresource: false,
             applied: None,
+            maps: MapNodes::BuiltinMaps,
         }
     }
 
@@ -338,6 +379,16 @@ mod tests {
         assert_eq!(
             object.pointer("/metadata/managedFields/0/fieldsV1"),
             Some(&json!({"f:data": {".": {}, "f:k": {}}}))
+        );
+    }
+
+    #[test]
+    fn builtin_structs_not_owned() {
+        let mut object = json!({"metadata": {"name": "a"}, "spec": {"group": "g"}});
+        update_managed_fields(None, &mut object, &write("m", "t1"));
+        assert_eq!(
+            object.pointer("/metadata/managedFields/0/fieldsV1"),
+            Some(&json!({"f:spec": {"f:group": {}}}))
         );
     }
 

@@ -19,7 +19,7 @@ use tracing::{debug, info};
 use super::cluster::{DeleteOptions, DeleteOutcome, WriteOptions};
 use super::discovery;
 use super::encode::{self, Format, Ordered};
-use super::faults::{FaultDecision, Failure, RequestAttributes, Verb};
+use super::faults::{Failure, FaultDecision, RequestAttributes, Verb};
 use super::list::{self, ListOptions};
 use super::patch::{self, PatchType};
 use super::request::{Params, RequestContext, RequestInfo};
@@ -98,7 +98,14 @@ pub(crate) async fn handle(
                 info!(verb = %info.verb, resource = %info.resource, code, "injected failure");
                 let error = StatusError::for_code(code, "injected failure");
                 let response = status_response(&error, ctx.format);
-                return Ok(finish(&shared, &method, &uri, Some(info), &ctx.user, response));
+                return Ok(finish(
+                    &shared,
+                    &method,
+                    &uri,
+                    Some(info),
+                    &ctx.user,
+                    response,
+                ));
             }
             FaultDecision::Forbid => {
                 let error = StatusError::forbidden(
@@ -111,7 +118,14 @@ pub(crate) async fn handle(
                     info.name.as_deref(),
                 );
                 let response = status_response(&error, ctx.format);
-                return Ok(finish(&shared, &method, &uri, Some(info), &ctx.user, response));
+                return Ok(finish(
+                    &shared,
+                    &method,
+                    &uri,
+                    Some(info),
+                    &ctx.user,
+                    response,
+                ));
             }
         }
     }
@@ -122,7 +136,14 @@ pub(crate) async fn handle(
         Ok(response) => response,
         Err(infallible) => match infallible {},
     };
-    Ok(finish(&shared, &method, &uri, ctx.info.as_ref(), &ctx.user, response))
+    Ok(finish(
+        &shared,
+        &method,
+        &uri,
+        ctx.info.as_ref(),
+        &ctx.user,
+        response,
+    ))
 }
 
 /// Bearer tokens map to users; no `Authorization` header is `system:anonymous`; an unknown
@@ -155,7 +176,11 @@ fn response_format(headers: &HeaderMap) -> Format {
         .get(header::USER_AGENT)
         .and_then(|agent| agent.to_str().ok())
         .is_some_and(|agent| agent.starts_with("curl"));
-    if curl { Format::Pretty } else { Format::Compact }
+    if curl {
+        Format::Pretty
+    } else {
+        Format::Compact
+    }
 }
 
 fn accepts(headers: &HeaderMap, marker: &str) -> bool {
@@ -284,7 +309,9 @@ async fn core_discovery(
     Extension(ctx): Extension<Arc<RequestContext>>,
 ) -> Response {
     if ctx.aggregated_discovery {
-        let body = shared.read(|cluster| encode::encode(&discovery::aggregated(&cluster.registry, true), ctx.format));
+        let body = shared.read(|cluster| {
+            encode::encode(&discovery::aggregated(&cluster.registry, true), ctx.format)
+        });
         return bytes_response(StatusCode::OK, discovery::AGGREGATED_CONTENT_TYPE, body);
     }
     json_response(&ctx, &discovery::core_versions(shared.address))
@@ -321,7 +348,10 @@ async fn resource(
     };
     let def = match find_resource(&shared, &info) {
         Ok(def) => def,
-        Err(response) => return response,
+        Err(NotServed::Text) => return text_not_found(),
+        Err(NotServed::Status) => {
+            return status_response(&StatusError::resource_not_found(), ctx.format);
+        }
     };
     match dispatch(&shared, &ctx, &info, &def, &headers, &body).await {
         Ok(response) => response,
@@ -355,10 +385,16 @@ fn serve_discovery(shared: &Shared, ctx: &RequestContext, path: &str) -> Respons
     })
 }
 
-/// The resource a request targets, or the 404 the apiserver sends: a `Status` inside a served
-/// group version, plain text outside.
-fn find_resource(shared: &Shared, info: &RequestInfo) -> Result<Arc<ResourceDef>, Response> {
-    let not_found = || status_response(&StatusError::resource_not_found(), Format::Compact);
+/// The 404 the apiserver sends for a path no resource serves.
+enum NotServed {
+    /// A `Status` (inside a served group version, or in the core group).
+    Status,
+    /// `404 page not found` as plain text (outside any served group version).
+    Text,
+}
+
+/// The resource a request targets.
+fn find_resource(shared: &Shared, info: &RequestInfo) -> Result<Arc<ResourceDef>, NotServed> {
     let (def, served) = shared.read(|cluster| {
         (
             cluster
@@ -371,9 +407,9 @@ fn find_resource(shared: &Shared, info: &RequestInfo) -> Result<Arc<ResourceDef>
     });
     let Some(def) = def else {
         return Err(if info.core || served {
-            not_found()
+            NotServed::Status
         } else {
-            text_not_found()
+            NotServed::Text
         });
     };
     let scope_mismatch = (def.namespaced && info.namespace.is_none() && info.name.is_some())
@@ -383,7 +419,7 @@ fn find_resource(shared: &Shared, info: &RequestInfo) -> Result<Arc<ResourceDef>
         .as_deref()
         .is_some_and(|sub| sub != "status" || !def.status_subresource);
     if scope_mismatch || bad_subresource {
-        return Err(not_found());
+        return Err(NotServed::Status);
     }
     Ok(def)
 }
@@ -433,7 +469,8 @@ async fn dispatch(
                 dry_run,
                 ..WriteOptions::new(&ctx.manager)
             };
-            let created = shared.write(|cluster| cluster.create(def, namespace, object, &options))?;
+            let created =
+                shared.write(|cluster| cluster.create(def, namespace, object, &options))?;
             Ok(object_response(ctx, def, &created, StatusCode::CREATED))
         }
         Verb::Update => {
@@ -510,8 +547,8 @@ fn serve_delete(
 ) -> Result<Response, StatusError> {
     let options = delete_options(body, dry_run)?;
     let name = info.name.as_deref().unwrap_or("");
-    let outcome = shared
-        .write(|cluster| cluster.delete(def, info.namespace.as_deref(), name, &options))?;
+    let outcome =
+        shared.write(|cluster| cluster.delete(def, info.namespace.as_deref(), name, &options))?;
     match outcome {
         DeleteOutcome::Pending(object) => Ok(object_response(ctx, def, &object, StatusCode::OK)),
         DeleteOutcome::Deleted(last) => {
@@ -548,9 +585,11 @@ fn serve_delete_collection(
             let namespace = (!object_namespace.is_empty()).then_some(object_namespace.as_str());
             match cluster.delete(def, namespace, &name, &delete) {
                 Ok(DeleteOutcome::Deleted(last) | DeleteOutcome::Pending(last)) => {
-                    items.push(def.from_storage(&last));
+                    items.push(def.to_api_form(&last));
                 }
-                Err(error) => debug!(name = %name, error = %error, "deletecollection skipped an object"),
+                Err(error) => {
+                    debug!(name = %name, error = %error, "deletecollection skipped an object")
+                }
             }
         }
         (items, cluster.store.revision())
@@ -612,7 +651,7 @@ fn object_response(
     stored: &Value,
     status: StatusCode,
 ) -> Response {
-    let object = def.from_storage(stored);
+    let object = def.to_api_form(stored);
     if ctx.metadata_only {
         let partial = partial_metadata(&object);
         let body = encode::encode(

@@ -34,7 +34,11 @@ pub(crate) struct ListOptions {
 
 impl ListOptions {
     /// Reads and validates the options of a list or watch of `def`.
-    pub(crate) fn parse(params: &Params, def: &ResourceDef, watch: bool) -> Result<Self, StatusError> {
+    pub(crate) fn parse(
+        params: &Params,
+        def: &ResourceDef,
+        watch: bool,
+    ) -> Result<Self, StatusError> {
         let limit = match params.get("limit") {
             Some(text) if !text.is_empty() => Some(text.parse::<i64>().map_err(|_| {
                 StatusError::bad_request(format!("invalid value for limit: {text:?}"))
@@ -198,9 +202,8 @@ impl ContinueToken {
     }
 
     pub(crate) fn decode(text: &str) -> Result<Self, StatusError> {
-        let invalid = |detail: &str| {
-            StatusError::bad_request(format!("continue key is not valid: {detail}"))
-        };
+        let invalid =
+            |detail: &str| StatusError::bad_request(format!("continue key is not valid: {detail}"));
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(text.trim_end_matches('='))
             .map_err(|_| invalid("the token is not base64url"))?;
@@ -254,7 +257,11 @@ pub(crate) async fn serve(
         .as_deref()
         .map(|last| ContinueToken::after(revision, &prefix, last).encode());
     let metadata = encode::list_meta(revision, token.as_deref(), page.remaining, !def.builtin);
-    let items: Vec<Value> = page.items.iter().map(|item| def.from_storage(item)).collect();
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|item| def.to_api_form(item))
+        .collect();
     Ok(list_body(ctx, def, metadata, items))
 }
 
@@ -356,7 +363,10 @@ fn resolve_continue(
 
 /// Waits until the store reaches `target`, for at most the configured time, as the watch
 /// cache does; then answers `504 Too large resource version`.
-pub(crate) async fn wait_for_revision(shared: &Arc<Shared>, target: i64) -> Result<i64, StatusError> {
+pub(crate) async fn wait_for_revision(
+    shared: &Arc<Shared>,
+    target: i64,
+) -> Result<i64, StatusError> {
     let mut revisions = shared.subscribe_revision();
     let deadline = Instant::now() + shared.config.future_resource_version_wait;
     loop {

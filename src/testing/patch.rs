@@ -87,7 +87,12 @@ mod tests {
     #[test]
     fn merge_removes_null() {
         let mut target = json!({"data": {"a": "1", "b": "2"}});
-        apply(PatchType::Merge, &mut target, &json!({"data": {"a": null, "c": "3"}})).unwrap();
+        apply(
+            PatchType::Merge,
+            &mut target,
+            &json!({"data": {"a": null, "c": "3"}}),
+        )
+        .unwrap();
         assert_eq!(target, json!({"data": {"b": "2", "c": "3"}}));
     }
 

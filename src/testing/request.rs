@@ -115,9 +115,11 @@ impl Params {
 
     /// A boolean parameter as Go's `strconv.ParseBool` reads it; missing or invalid is false.
     pub(crate) fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
+        matches!(
+            self.get(key),
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+        )
     }
-
 }
 
 /// Decodes `a=b&c=d` with `+` as space and percent escapes; an undecodable query is empty.
@@ -163,11 +165,19 @@ mod tests {
         assert_eq!(info.name.as_deref(), Some("cm-1"));
         assert_eq!(info.verb, Verb::Get);
 
-        let info = parse(Method::GET, "/apis/example.com/v1/namespaces/proto/widgets?watch=1").unwrap();
+        let info = parse(
+            Method::GET,
+            "/apis/example.com/v1/namespaces/proto/widgets?watch=1",
+        )
+        .unwrap();
         assert_eq!(info.group, "example.com");
         assert_eq!(info.verb, Verb::Watch);
 
-        let info = parse(Method::PATCH, "/apis/example.com/v1/namespaces/p/widgets/w1/status").unwrap();
+        let info = parse(
+            Method::PATCH,
+            "/apis/example.com/v1/namespaces/p/widgets/w1/status",
+        )
+        .unwrap();
         assert_eq!(info.subresource.as_deref(), Some("status"));
     }
 
@@ -189,7 +199,9 @@ mod tests {
 
     #[test]
     fn query_decoding() {
-        let uri: Uri = "/x?labelSelector=tier%3Dfrontend&a=b+c&watch=true".parse().unwrap();
+        let uri: Uri = "/x?labelSelector=tier%3Dfrontend&a=b+c&watch=true"
+            .parse()
+            .unwrap();
         let params = Params::parse(&uri);
         assert_eq!(params.get("labelSelector"), Some("tier=frontend"));
         assert_eq!(params.get("a"), Some("b c"));

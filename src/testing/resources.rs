@@ -155,7 +155,7 @@ impl ResourceDef {
     }
 
     /// Converts a stored object to this API's form.
-    pub(crate) fn from_storage(&self, stored: &Value) -> Value {
+    pub(crate) fn to_api_form(&self, stored: &Value) -> Value {
         let mut object = stored.clone();
         if self.behavior == Behavior::EventsV1 {
             rename_fields(&mut object, &EVENT_RENAMES, false);
@@ -435,7 +435,6 @@ impl Registry {
             .map(|(_, def)| def.clone())
             .collect()
     }
-
 }
 
 /// Splits `group/version` (or a bare core `version`).

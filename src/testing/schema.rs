@@ -49,7 +49,10 @@ fn preserves_unknown(schema: &Value) -> bool {
 
 fn walk(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<FieldError>) {
     if value.is_null() {
-        if !schema.get("nullable").and_then(Value::as_bool).unwrap_or(false)
+        if !schema
+            .get("nullable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
             && let Some(expected) = schema.get("type").and_then(Value::as_str)
         {
             errors.push(type_error(path, expected, "null"));
@@ -213,7 +216,8 @@ mod tests {
 
     #[test]
     fn prunes_unknown_fields() {
-        let mut object = json!({"spec": {"size": 1, "extra": true}, "other": 1, "status": {"x": 1}});
+        let mut object =
+            json!({"spec": {"size": 1, "extra": true}, "other": 1, "status": {"x": 1}});
         let errors = validate_and_prune(&widget_schema(), &mut object);
         assert!(errors.is_empty());
         assert_eq!(object, json!({"spec": {"size": 1}, "status": {"x": 1}}));

@@ -48,13 +48,17 @@ impl LabelSelector {
 
     /// Whether an object's `metadata.labels` satisfy the selector.
     pub(crate) fn matches(&self, object: &Value) -> bool {
-        let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
+        let labels = object
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object);
         let label = |key: &str| labels.and_then(|map| map.get(key)).and_then(Value::as_str);
         self.requirements.iter().all(|req| match &req.op {
             LabelOp::Equals(value) => label(&req.key) == Some(value.as_str()),
             LabelOp::NotEquals(value) => label(&req.key) != Some(value.as_str()),
             LabelOp::In(values) => label(&req.key).is_some_and(|v| values.iter().any(|x| x == v)),
-            LabelOp::NotIn(values) => !label(&req.key).is_some_and(|v| values.iter().any(|x| x == v)),
+            LabelOp::NotIn(values) => {
+                !label(&req.key).is_some_and(|v| values.iter().any(|x| x == v))
+            }
             LabelOp::Exists => label(&req.key).is_some(),
             LabelOp::DoesNotExist => label(&req.key).is_none(),
             LabelOp::GreaterThan(bound) => label(&req.key)
@@ -149,16 +153,15 @@ fn parse_set(text: &str) -> Result<Vec<String>, String> {
         .strip_prefix('(')
         .and_then(|inner| inner.strip_suffix(')'))
         .ok_or_else(|| format!("found '{text}', expected: '('"))?;
-    inner
-        .split(',')
-        .map(|value| parse_value(value))
-        .collect()
+    inner.split(',').map(parse_value).collect()
 }
 
 fn parse_value(text: &str) -> Result<String, String> {
     let value = text.trim();
     if value.len() > 63 {
-        return Err(format!("invalid label value: {value:?}: must be no more than 63 characters"));
+        return Err(format!(
+            "invalid label value: {value:?}: must be no more than 63 characters"
+        ));
     }
     let valid = value.is_empty()
         || (value.starts_with(|ch: char| ch.is_ascii_alphanumeric())
@@ -261,13 +264,16 @@ impl FieldSelector {
     pub(crate) fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
-
 }
 
 /// The value of a selectable field as a string; missing fields are empty.
 fn field_value(object: &Value, field: &str) -> String {
     // `source` on core events selects the reporting component.
-    let path = if field == "source" { "source.component" } else { field };
+    let path = if field == "source" {
+        "source.component"
+    } else {
+        field
+    };
     let mut current = object;
     for segment in path.split('.') {
         match current.get(segment) {
@@ -321,7 +327,11 @@ mod tests {
             ("tier", json!({"tier": ""}), true),
             ("!tier", json!({"tier": "x"}), false),
             ("size>3", json!({"size": "4"}), true),
-            ("tier=frontend,!legacy", json!({"tier": "frontend", "legacy": "y"}), false),
+            (
+                "tier=frontend,!legacy",
+                json!({"tier": "frontend", "legacy": "y"}),
+                false,
+            ),
         ];
         for (selector, labels, expected) in cases {
             let parsed = LabelSelector::parse(selector).unwrap();

@@ -79,7 +79,9 @@ impl Default for TestServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TestServerError {
     /// The listener could not bind a loopback port.
-    #[error("failed to bind the test server to 127.0.0.1: {0}; check that loopback networking works")]
+    #[error(
+        "failed to bind the test server to 127.0.0.1: {0}; check that loopback networking works"
+    )]
     Bind(#[source] std::io::Error),
     /// The kube client could not be built from the server's configuration.
     #[error("failed to build a kube client for the test server at {url}: {source}")]
@@ -309,7 +311,7 @@ impl TestServer {
                 &WriteOptions::new(HELPER_MANAGER),
             )
         })?;
-        Ok(def.from_storage(&stored))
+        Ok(def.to_api_form(&stored))
     }
 
     /// Creates a namespace.
@@ -347,10 +349,10 @@ impl TestServer {
             subresource,
             ..WriteOptions::new(HELPER_MANAGER)
         };
-        let stored = self.shared.write(|cluster| {
-            cluster.update(&def, namespace.as_deref(), &name, object, &options)
-        })?;
-        Ok(def.from_storage(&stored))
+        let stored = self
+            .shared
+            .write(|cluster| cluster.update(&def, namespace.as_deref(), &name, object, &options))?;
+        Ok(def.to_api_form(&stored))
     }
 
     /// Applies a JSON merge patch to an object.
@@ -377,7 +379,7 @@ impl TestServer {
                 &WriteOptions::new(HELPER_MANAGER),
             )
         })?;
-        Ok(def.from_storage(&stored))
+        Ok(def.to_api_form(&stored))
     }
 
     /// Reads an object.
@@ -393,8 +395,10 @@ impl TestServer {
         name: &str,
     ) -> Result<Value, StatusError> {
         let def = self.resource_for(api_version, kind)?;
-        let stored = self.shared.read(|cluster| cluster.get(&def, namespace, name))?;
-        Ok(def.from_storage(&stored))
+        let stored = self
+            .shared
+            .read(|cluster| cluster.get(&def, namespace, name))?;
+        Ok(def.to_api_form(&stored))
     }
 
     /// Deletes an object. Returns `Some(object)` when it has finalizers and now only carries
@@ -411,11 +415,11 @@ impl TestServer {
         name: &str,
     ) -> Result<Option<Value>, StatusError> {
         let def = self.resource_for(api_version, kind)?;
-        let outcome = self.shared.write(|cluster| {
-            cluster.delete(&def, namespace, name, &DeleteOptions::default())
-        })?;
+        let outcome = self
+            .shared
+            .write(|cluster| cluster.delete(&def, namespace, name, &DeleteOptions::default()))?;
         Ok(match outcome {
-            DeleteOutcome::Pending(object) => Some(def.from_storage(&object)),
+            DeleteOutcome::Pending(object) => Some(def.to_api_form(&object)),
             DeleteOutcome::Deleted(_) => None,
         })
     }
@@ -485,13 +489,12 @@ impl TestServer {
     pub fn restart(&self, history: RestartHistory) {
         info!(?history, "test server restarting");
         self.shared.kill_connections();
-        self.shared.end_watches();
         if history == RestartHistory::Lose {
             self.shared.write(|cluster| {
-                cluster.store.forget_history();
                 // The apiserver writes on startup (leases, endpoints), so the watch cache
                 // starts past every revision a client saw before the restart.
                 cluster.store.bump_revision();
+                cluster.store.forget_history();
             });
         }
     }
@@ -565,8 +568,8 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |request| {
         http::handle(shared.clone(), router.clone(), request)
     });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service);
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         result = connection => {
             if let Err(error) = result {

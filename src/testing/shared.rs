@@ -120,7 +120,8 @@ impl Shared {
     }
 
     pub(crate) fn end_watches(&self) {
-        self.control_tx.send_modify(|control| control.end_epoch += 1);
+        self.control_tx
+            .send_modify(|control| control.end_epoch += 1);
     }
 
     pub(crate) fn set_hanging(&self, hang: bool) {

@@ -21,7 +21,7 @@ pub struct StatusError {
     /// The human-readable message.
     pub message: String,
     /// The `details` object, if the server sends one.
-    pub details: Option<StatusDetails>,
+    pub details: Option<Box<StatusDetails>>,
     /// `metadata.continue`, set only on a 410 for an expired continue token.
     pub continue_token: Option<String>,
     /// The `Retry-After` header in seconds, if the server sends one.
@@ -105,7 +105,7 @@ impl StatusError {
     }
 
     fn with_details(mut self, details: StatusDetails) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -124,7 +124,7 @@ impl StatusError {
             status: "Failure",
             message: &self.message,
             reason: &self.reason,
-            details: self.details.as_ref(),
+            details: self.details.as_deref(),
             code: self.code,
         }
     }
@@ -233,8 +233,12 @@ impl StatusError {
             Some(name) => format!("{} \"{name}\"", qualified(group, resource)),
             None => qualified(group, resource),
         };
-        Self::new(403, "Forbidden", format!("{subject} is forbidden: {reason}"))
-            .with_details(resource_details(group, resource, name))
+        Self::new(
+            403,
+            "Forbidden",
+            format!("{subject} is forbidden: {reason}"),
+        )
+        .with_details(resource_details(group, resource, name))
     }
 
     /// `422 Invalid` for `kind_qualified "name"` with one cause per field error.
@@ -291,9 +295,7 @@ impl StatusError {
 
     /// The watch cache's `410 Expired` for a resourceVersion older than its window.
     pub(crate) fn too_old_resource_version(requested: i64, oldest: i64) -> Self {
-        Self::expired(format!(
-            "too old resource version: {requested} ({oldest})"
-        ))
+        Self::expired(format!("too old resource version: {requested} ({oldest})"))
     }
 
     /// `504 Timeout` for a resourceVersion the store has not reached yet.
@@ -301,9 +303,7 @@ impl StatusError {
         let mut error = Self::new(
             504,
             "Timeout",
-            format!(
-                "Timeout: Too large resource version: {requested}, current: {current}"
-            ),
+            format!("Timeout: Too large resource version: {requested}, current: {current}"),
         )
         .with_details(StatusDetails {
             causes: vec![StatusCause {
@@ -366,7 +366,9 @@ impl StatusError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml; got {content_type:?}"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml; got {content_type:?}"
+            ),
         )
     }
 

@@ -136,7 +136,9 @@ impl Store {
 
     /// Whether any live object's key starts with `prefix`.
     pub(crate) fn any_live(&self, storage: &str, prefix: &str) -> bool {
-        !self.range_at(storage, prefix, None, self.revision).is_empty()
+        !self
+            .range_at(storage, prefix, None, self.revision)
+            .is_empty()
     }
 
     /// Names of the tables.
@@ -228,7 +230,9 @@ impl Store {
                 window_start: table.window_start,
             });
         }
-        let start = table.history.partition_point(|event| event.revision <= after);
+        let start = table
+            .history
+            .partition_point(|event| event.revision <= after);
         Ok(table.history.range(start..).cloned().collect())
     }
 

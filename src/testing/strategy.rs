@@ -261,7 +261,9 @@ fn validate_custom(def: &ResourceDef, object: &mut Value) -> Result<(), StatusEr
         Ok(())
     } else {
         let name = meta_str(object, "name").to_owned();
-        Err(StatusError::invalid(&def.group, &def.kind, &name, &errors, true))
+        Err(StatusError::invalid(
+            &def.group, &def.kind, &name, &errors, true,
+        ))
     }
 }
 
@@ -313,7 +315,10 @@ fn prepare_crd(object: &mut Value) -> Result<(), StatusError> {
         .filter(|version| version.get("storage").and_then(Value::as_bool) == Some(true))
         .count();
     if versions.is_empty() {
-        errors.push(FieldError::required("spec.versions", "must have exactly one version marked as storage version"));
+        errors.push(FieldError::required(
+            "spec.versions",
+            "must have exactly one version marked as storage version",
+        ));
     } else if storage_versions != 1 {
         errors.push(FieldError::invalid(
             "spec.versions",
@@ -331,7 +336,10 @@ fn prepare_crd(object: &mut Value) -> Result<(), StatusError> {
         ));
     }
 
-    if let Some(names) = object.pointer_mut("/spec/names").and_then(Value::as_object_mut) {
+    if let Some(names) = object
+        .pointer_mut("/spec/names")
+        .and_then(Value::as_object_mut)
+    {
         names
             .entry("singular".to_owned())
             .or_insert_with(|| Value::String(kind.to_lowercase()));

@@ -117,7 +117,9 @@ async fn pick_start(
             Ok(Start::InitialState)
         }
         Some(false) => match requested {
-            None => Ok(Start::After(shared.read(|cluster| cluster.store.revision()))),
+            None => Ok(Start::After(
+                shared.read(|cluster| cluster.store.revision()),
+            )),
             Some(requested) => resume(shared, def, requested),
         },
         None => match requested {
@@ -189,7 +191,10 @@ impl WatchSession {
     ) -> Self {
         let now = Instant::now();
         let lead = shared.config.bookmark_before_timeout;
-        let bookmark_interval = shared.config.bookmark_interval.max(Duration::from_millis(1));
+        let bookmark_interval = shared
+            .config
+            .bookmark_interval
+            .max(Duration::from_millis(1));
         let mut control = shared.subscribe_control();
         let start_epoch = control.borrow_and_update().end_epoch;
         shared.watch_opened();
@@ -215,7 +220,9 @@ impl WatchSession {
             Start::InitialState => session.push_initial_state(),
             Start::After(revision) => session.position = revision,
             Start::Error(error) => {
-                session.pending.push_back(Bytes::from(encode::error_line(&error)));
+                session
+                    .pending
+                    .push_back(Bytes::from(encode::error_line(&error)));
                 session.finished = true;
             }
         }
@@ -233,7 +240,7 @@ impl WatchSession {
             .store
             .range_at(&self.def.storage, &prefix, None, revision)
         {
-            let object = self.def.from_storage(&object);
+            let object = self.def.to_api_form(&object);
             if self.selectors.matches(&object) {
                 self.push_event("ADDED", &object);
             }
@@ -293,7 +300,11 @@ impl WatchSession {
         let shared = self.shared.clone();
         let cluster = shared.cluster.lock();
         let def = &self.def;
-        if cluster.registry.get(&def.group, &def.version, &def.plural).is_none() {
+        if cluster
+            .registry
+            .get(&def.group, &def.version, &def.plural)
+            .is_none()
+        {
             // The CRD is gone: the apiserver ends its watches.
             self.finished = true;
             return;
@@ -305,7 +316,8 @@ impl WatchSession {
         match cluster.store.events_after(&def.storage, self.position) {
             Err(TooOld { window_start }) => {
                 let error = StatusError::too_old_resource_version(self.position, window_start);
-                self.pending.push_back(Bytes::from(encode::error_line(&error)));
+                self.pending
+                    .push_back(Bytes::from(encode::error_line(&error)));
                 self.finished = true;
             }
             Ok(events) => {
@@ -325,7 +337,7 @@ impl WatchSession {
         {
             return;
         }
-        let object = self.def.from_storage(&event.object);
+        let object = self.def.to_api_form(&event.object);
         match event.kind {
             EventKind::Added => {
                 if self.selectors.matches(&object) {
@@ -341,7 +353,7 @@ impl WatchSession {
                 let previous = event
                     .previous
                     .as_ref()
-                    .map(|previous| self.def.from_storage(previous));
+                    .map(|previous| self.def.to_api_form(previous));
                 let was_matching = previous
                     .as_ref()
                     .is_some_and(|previous| self.selectors.matches(previous));
