@@ -91,7 +91,7 @@ impl RawStream {
             .map(|(_, value)| value.as_str())
     }
 
-    /// The next chunk, or how the body ended.
+    /// Reads the next chunk, or how the body ended.
     async fn next_chunk(&mut self, wait: Duration) -> Result<Vec<u8>, Ending> {
         let mut size_line = String::new();
         match tokio::time::timeout(wait, self.reader.read_line(&mut size_line)).await {
@@ -112,8 +112,8 @@ impl RawStream {
         Ok(data)
     }
 
-    /// Every event line until the body ends or `wait` passes without data. Each event must
-    /// arrive as exactly one chunk.
+    /// Reads every event line until the body ends or `wait` passes without data. Each event
+    /// must arrive as exactly one chunk.
     async fn lines(&mut self, wait: Duration) -> (Vec<String>, Ending) {
         let mut lines = Vec::new();
         loop {
@@ -129,12 +129,13 @@ impl RawStream {
         }
     }
 
-    /// The next `count` event lines.
+    /// Reads the next `count` event lines, each within ten minutes (of the paused clock, in
+    /// most tests).
     async fn take(&mut self, count: usize) -> Vec<String> {
         let mut lines = Vec::new();
         while lines.len() < count {
             let chunk = self
-                .next_chunk(Duration::from_secs(30))
+                .next_chunk(Duration::from_secs(600))
                 .await
                 .unwrap_or_else(|ending| panic!("stream ended ({ending:?}) after {lines:?}"));
             lines.push(String::from_utf8(chunk).unwrap().trim_end().to_owned());
@@ -1065,6 +1066,13 @@ async fn delete_recreate_matches_recording() {
     let (old_uid, new_uid) = (uid(&lines[0]), uid(&lines[2]));
     assert_eq!(uid(&lines[1]), old_uid);
     assert_ne!(old_uid, new_uid);
+    let revision_of =
+        |line: &str| resource_version(&serde_json::from_str::<Value>(line).unwrap()["object"]);
+    assert_eq!(
+        revision_of(&lines[1]),
+        revision_of(&lines[0]) + 1,
+        "DELETED carries the revision of the delete"
+    );
 
     let precondition =
         json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": old_uid}});
@@ -1133,6 +1141,77 @@ async fn selector_watches_match_recording() {
         }
         assert_eq!(ending, Ending::Clean);
     }
+}
+
+#[tokio::test]
+async fn large_list_is_chunked() {
+    let server = server_with_proto().await;
+    let padding = "x".repeat(200);
+    for index in 0..300 {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("big-{index:03}"), "namespace": "proto"},
+                "data": {"padding": padding}}))
+            .unwrap();
+    }
+    let raw = RawClient::new(&server);
+    let response = raw.get("/api/v1/namespaces/proto/configmaps").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(response.header("content-length"), None);
+    assert_eq!(response.json()["items"].as_array().unwrap().len(), 300);
+
+    let page = raw.get("/api/v1/namespaces/proto/configmaps?limit=2").await;
+    assert!(page.header("content-length").is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn bookmarks_periodic() {
+    let server = server_with_proto().await;
+    let raw = RawClient::new(&server);
+    let revision = server.revision();
+    let started = tokio::time::Instant::now();
+    let mut stream = raw
+        .stream(&format!("/api/v1/namespaces/proto/configmaps?watch=1&resourceVersion={revision}&allowWatchBookmarks=true&timeoutSeconds=200"))
+        .await;
+    let mut arrivals = Vec::new();
+    for _ in 0..4 {
+        let line = stream.take(1).await;
+        assert!(line[0].starts_with(r#"{"type":"BOOKMARK""#), "{line:?}");
+        arrivals.push(started.elapsed().as_secs());
+    }
+    assert_eq!(arrivals, [60, 120, 180, 198]);
+    assert_eq!(
+        stream.lines(Duration::from_secs(60)).await,
+        (vec![], Ending::Clean)
+    );
+    assert_eq!(started.elapsed().as_secs(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn kube_watch_times_out() {
+    let server = server_with_proto().await;
+    let api: Api<ConfigMap> = Api::namespaced(server.client().unwrap(), "proto");
+    let started = tokio::time::Instant::now();
+    let events: Vec<WatchEvent<ConfigMap>> = api
+        .watch(
+            &WatchParams::default().timeout(5),
+            &server.revision().to_string(),
+        )
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed().as_secs(), 5);
+    assert_eq!(events.len(), 1);
+    let WatchEvent::Bookmark(bookmark) = &events[0] else {
+        panic!("expected a bookmark before the timeout, got {events:?}")
+    };
+    assert_eq!(
+        bookmark.metadata.resource_version,
+        server.revision().to_string()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1972,6 +2051,42 @@ async fn hung_watch_stays_silent() {
     assert_eq!(lines.len(), 1);
     assert!(lines[0].contains("\"unseen\""));
     assert_eq!(ending, Ending::Clean);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_watch_trips_idle_timeout() {
+    let server = server_with_proto().await;
+    let api: Api<ConfigMap> = Api::namespaced(server.client().unwrap(), "proto");
+    let mut events = kube_runtime::watcher(api, kube_runtime::watcher::Config::default()).boxed();
+    while !matches!(
+        events.try_next().await.unwrap().unwrap(),
+        kube_runtime::watcher::Event::InitDone
+    ) {}
+
+    server.hang_watches();
+    server.clear_requests();
+    server
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "after-hang", "namespace": "proto"}}))
+        .unwrap();
+    let next = tokio::spawn(async move { events.try_next().await });
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let watches = server
+        .requests()
+        .iter()
+        .filter(|record| record.verb == Some(Verb::Watch))
+        .count();
+    assert!(
+        watches >= 1,
+        "the client gave up on the silent stream and watched again"
+    );
+    assert!(!next.is_finished(), "nothing arrives while watches hang");
+
+    server.release_watches();
+    match next.await.unwrap().unwrap().unwrap() {
+        kube_runtime::watcher::Event::Apply(object) => assert_eq!(object.name_any(), "after-hang"),
+        other => panic!("expected Apply, got {other:?}"),
+    }
 }
 
 #[tokio::test(start_paused = true)]

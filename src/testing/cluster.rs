@@ -27,7 +27,7 @@ const SERVER_MANAGER: &str = "kube-apiserver";
 const BOOTSTRAP_NAMESPACES: [&str; 4] =
     ["default", "kube-node-lease", "kube-public", "kube-system"];
 
-/// How one write is made.
+/// The options of one write.
 #[derive(Clone, Copy)]
 pub(crate) struct WriteOptions<'a> {
     /// The field manager recorded in `managedFields`.
@@ -59,9 +59,9 @@ pub(crate) struct DeleteOptions {
     pub(crate) dry_run: bool,
 }
 
-/// What a delete did.
+/// The result of a delete.
 pub(crate) enum DeleteOutcome {
-    /// The object is gone; this is its last state, stamped with the delete's revision.
+    /// The object is gone. This is its last state, stamped with the delete's revision.
     Deleted(Arc<Value>),
     /// The object has finalizers: it now carries `deletionTimestamp` and stays until they are
     /// removed.
@@ -83,7 +83,7 @@ pub(crate) struct Cluster {
     pub(crate) registry: Registry,
     require_namespaces: bool,
     crd_init_delay: Duration,
-    /// Custom resource tables that answer `429` until the given instant, as a new watch cache
+    /// Custom resource tables that return `429` until the given instant, as a new watch cache
     /// does while it initializes.
     initializing: HashMap<String, Instant>,
 }
@@ -126,7 +126,8 @@ impl Cluster {
         self.registry.register(def)
     }
 
-    /// The instant until which a custom resource's storage initializes, if it still does.
+    /// Returns the instant until which a custom resource's storage initializes, if it still
+    /// does.
     pub(crate) fn initializing_until(&mut self, storage: &str) -> Option<Instant> {
         let until = *self.initializing.get(storage)?;
         if Instant::now() >= until {
@@ -314,8 +315,8 @@ impl Cluster {
         Ok(stored)
     }
 
-    /// Patches an object. An apply creates the object when it is missing; the flag says
-    /// whether it did.
+    /// Patches an object. An apply creates the object when it is missing, and then the
+    /// returned flag is true.
     pub(crate) fn patch(
         &mut self,
         def: &Arc<ResourceDef>,
@@ -596,7 +597,7 @@ impl Cluster {
 
     /// Stops serving a CRD's resources and deletes their objects.
     // NOTE: the apiserver keeps a deleted CRD (with a cleanup finalizer) until its objects are
-    // gone and honours their finalizers; here the objects go at once, finalizers or not.
+    // gone, and it honours their finalizers. Here the objects go at once, finalizers or not.
     fn uninstall_crd(&mut self, crd_name: &str) {
         let storages = self.registry.unregister_crd(crd_name);
         for storage in storages {
@@ -610,7 +611,7 @@ impl Cluster {
         }
     }
 
-    /// One page of the objects matching `selectors`, read at `revision`.
+    /// Reads one page of the objects matching `selectors` at `revision`.
     pub(crate) fn list(
         &self,
         def: &ResourceDef,
@@ -644,7 +645,7 @@ impl Cluster {
     }
 }
 
-/// The store key of an object: `namespace/name`, or `name` when cluster-scoped.
+/// Returns the store key of an object: `namespace/name`, or `name` when cluster-scoped.
 pub(crate) fn object_key(def: &ResourceDef, namespace: Option<&str>, name: &str) -> String {
     match namespace {
         Some(namespace) if def.namespaced => format!("{namespace}/{name}"),
@@ -652,7 +653,7 @@ pub(crate) fn object_key(def: &ResourceDef, namespace: Option<&str>, name: &str)
     }
 }
 
-/// The key prefix of a list: `namespace/` or everything.
+/// Returns the key prefix of a list: `namespace/`, or empty for every namespace.
 pub(crate) fn list_prefix(namespace: Option<&str>) -> String {
     namespace.map(|ns| format!("{ns}/")).unwrap_or_default()
 }
@@ -833,7 +834,7 @@ fn carry_server_metadata(old: &Value, object: &mut Value) {
     }
 }
 
-/// An object being deleted may lose finalizers but not gain any.
+/// Rejects new finalizers on an object being deleted, which may only lose finalizers.
 fn check_new_finalizers(def: &ResourceDef, old: &Value, object: &Value) -> Result<(), StatusError> {
     if !is_deleting(old) {
         return Ok(());
@@ -893,8 +894,8 @@ fn check_delete_preconditions(
     Ok(())
 }
 
-/// Whether an update leaves the object as it was, apart from `resourceVersion` and
-/// `managedFields`: such an update writes nothing and sends no event.
+/// Checks whether an update leaves the object as it was, apart from `resourceVersion` and
+/// `managedFields`. Such an update writes nothing and sends no event.
 fn same_content(existing: &Value, updated: &Value) -> bool {
     let strip = |object: &Value| {
         let mut copy = object.clone();

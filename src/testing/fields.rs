@@ -1,8 +1,8 @@
 //! `metadata.managedFields`: which manager last set which fields.
 //!
 //! Each write records the fields it set in the entry of its manager (the `fieldManager`
-//! parameter, or the User-Agent up to its first `/`), takes those fields away from every other
-//! manager, and moves its entry to the end, as the apiserver's field manager does. Field sets
+//! parameter, or the User-Agent up to its first `/`). It takes those fields away from every
+//! other manager and moves its own entry to the end, as the apiserver's field manager does. Field sets
 //! are written as `FieldsV1` tries: `{"f:data":{".":{},"f:k":{}}}`.
 //!
 //! NOTE: lists are owned as a whole (the server uses `k:`/`v:`/`i:` keys for list items), and
@@ -25,7 +25,8 @@ impl FieldSet {
         !self.owned && self.children.is_empty()
     }
 
-    /// Every field of `value`. Leaves are owned, and so are the object nodes `maps` names.
+    /// Collects every field of `value`. Leaves are owned, and so are the object nodes that
+    /// `maps` selects.
     fn of_value(value: &Value, maps: MapNodes, path: &mut Vec<String>) -> Self {
         let mut set = FieldSet::default();
         match value {
@@ -43,8 +44,8 @@ impl FieldSet {
         set
     }
 
-    /// The fields `new` sets that `old` lacks or holds with another value. Object nodes that
-    /// `new` creates are owned as `maps` says.
+    /// Collects the fields `new` sets that `old` lacks or has with another value. Object nodes
+    /// that `new` creates are owned as `maps` selects.
     fn changed(old: Option<&Value>, new: &Value, maps: MapNodes, path: &mut Vec<String>) -> Self {
         match (old, new) {
             (Some(Value::Object(old_map)), Value::Object(new_map)) if !new_map.is_empty() => {
@@ -64,7 +65,7 @@ impl FieldSet {
         }
     }
 
-    /// The fields `old` has that `new` lacks.
+    /// Collects the fields `old` has that `new` lacks.
     fn removed(old: &Value, new: Option<&Value>) -> Self {
         match (old, new) {
             (Value::Object(old_map), Some(Value::Object(new_map))) => {
@@ -134,7 +135,8 @@ impl FieldSet {
     }
 }
 
-/// Which object nodes a manager owns as a whole (the `"."` key) when it sets them.
+/// The rule for the object nodes a manager owns as a whole (the `"."` key) when it sets
+/// them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MapNodes {
     /// Every object: custom resources, whose objects are all maps to the field manager.
@@ -159,9 +161,9 @@ impl MapNodes {
     }
 }
 
-/// The fields of an object that managedFields track: everything but `apiVersion`, `kind` and
-/// the server-owned parts of `metadata`; `status` only for status writes when it is a
-/// subresource.
+/// Returns the fields of an object that managedFields track: everything but `apiVersion`,
+/// `kind` and the server-owned parts of `metadata`. When `status` is a subresource, only
+/// status writes track it.
 fn tracked(object: &Value, include_status: bool, exclude_status: bool) -> Value {
     let mut tracked = Map::new();
     let Some(map) = object.as_object() else {
@@ -212,7 +214,7 @@ pub(crate) struct FieldsWrite<'a> {
     pub(crate) status_subresource: bool,
     /// For an apply: the applied configuration, whose fields the manager then owns exactly.
     pub(crate) applied: Option<&'a Value>,
-    /// Which object nodes are owned as a whole.
+    /// The rule for the object nodes owned as a whole.
     pub(crate) maps: MapNodes,
 }
 
@@ -292,7 +294,7 @@ pub(crate) fn update_managed_fields(old: Option<&Value>, new: &mut Value, write:
     }
 }
 
-/// The tracked-field tree has no meaning of its own at the root.
+/// Drops the root node, which has no meaning of its own in a tracked-field tree.
 fn without_root(mut set: FieldSet) -> FieldSet {
     set.owned = false;
     set
