@@ -230,22 +230,15 @@ mod tests {
     #[test]
     fn json_rejects_invalid_json() {
         let decoder = Json::<serde_json::Value>::new();
-        let error = decoder
-            .decode(&key(), &Bytes::from_static(b"{not json"))
-            .unwrap_err();
+        let error = decoder.decode(&key(), &Bytes::from_static(b"{not json")).unwrap_err();
         assert!(matches!(error.reason, DecodeErrorKind::InvalidJson(_)));
     }
 
     #[test]
     fn limit_rejects_large_values() {
         let decoder = RawBytes { max_bytes: 3 };
-        let error = decoder
-            .decode(&key(), &Bytes::from_static(b"abcd"))
-            .unwrap_err();
-        assert!(matches!(
-            error.reason,
-            DecodeErrorKind::TooLarge { limit: 3 }
-        ));
+        let error = decoder.decode(&key(), &Bytes::from_static(b"abcd")).unwrap_err();
+        assert!(matches!(error.reason, DecodeErrorKind::TooLarge { limit: 3 }));
         assert_eq!(error.size, 4);
     }
 }

@@ -283,18 +283,12 @@ impl Metrics {
 
     /// Counts an event merged into a pending one.
     pub fn notify_coalesced(&self, handler: &str) {
-        self.inner
-            .notify_coalesced
-            .get_or_create(&named(handler))
-            .inc();
+        self.inner.notify_coalesced.get_or_create(&named(handler)).inc();
     }
 
     /// Returns the number of events merged into pending ones.
     pub fn notify_coalesced_count(&self, handler: &str) -> u64 {
-        self.inner
-            .notify_coalesced
-            .get_or_create(&named(handler))
-            .get()
+        self.inner.notify_coalesced.get_or_create(&named(handler)).get()
     }
 
     /// Sets the number of events waiting for a handler.
