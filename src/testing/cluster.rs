@@ -2,7 +2,7 @@
 //! metadata handling, preconditions, finalizers, no-op detection and generation rules.
 //!
 //! Every operation runs under one lock and returns objects in their stored form; callers
-//! convert them to the requested API version with [`ResourceDef::from_storage`].
+//! convert them to the requested API version with [`ResourceDef::to_api_form`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::fields::{self, FieldsWrite, Operation};
+use super::fields::{self, FieldsWrite, MapNodes, Operation};
 use super::patch::{self, PatchType};
 use super::resources::{Behavior, Registry, ResourceDef, builtin_resources, fill_zero_fields};
 use super::selectors::Selectors;
@@ -27,7 +27,7 @@ const SERVER_MANAGER: &str = "kube-apiserver";
 const BOOTSTRAP_NAMESPACES: [&str; 4] =
     ["default", "kube-node-lease", "kube-public", "kube-system"];
 
-/// How one write is made.
+/// The options of one write.
 #[derive(Clone, Copy)]
 pub(crate) struct WriteOptions<'a> {
     /// The field manager recorded in `managedFields`.
@@ -59,9 +59,9 @@ pub(crate) struct DeleteOptions {
     pub(crate) dry_run: bool,
 }
 
-/// What a delete did.
+/// The result of a delete.
 pub(crate) enum DeleteOutcome {
-    /// The object is gone; this is its last state, stamped with the delete's revision.
+    /// The object is gone. This is its last state, stamped with the delete's revision.
     Deleted(Arc<Value>),
     /// The object has finalizers: it now carries `deletionTimestamp` and stays until they are
     /// removed.
@@ -83,7 +83,7 @@ pub(crate) struct Cluster {
     pub(crate) registry: Registry,
     require_namespaces: bool,
     crd_init_delay: Duration,
-    /// Custom resource tables that answer `429` until the given instant, as a new watch cache
+    /// Custom resource tables that return `429` until the given instant, as a new watch cache
     /// does while it initializes.
     initializing: HashMap<String, Instant>,
 }
@@ -126,7 +126,8 @@ impl Cluster {
         self.registry.register(def)
     }
 
-    /// The instant until which a custom resource's storage initializes, if it still does.
+    /// Returns the instant until which a custom resource's storage initializes, if it still
+    /// does.
     pub(crate) fn initializing_until(&mut self, storage: &str) -> Option<Instant> {
         let until = *self.initializing.get(storage)?;
         if Instant::now() >= until {
@@ -182,7 +183,12 @@ impl Cluster {
         def.to_storage(&mut object, &storage);
         fill_zero_fields(&mut object, &storage.zero_fields);
         let time = strategy::now_timestamp();
-        fields::update_managed_fields(None, &mut object, &fields_write(def, options, &time));
+        let api_version = def.api_version();
+        fields::update_managed_fields(
+            None,
+            &mut object,
+            &fields_write(def, &api_version, options, &time),
+        );
 
         if options.dry_run {
             return Ok(Arc::new(object));
@@ -219,7 +225,7 @@ impl Cluster {
             .store
             .get(&def.storage, &key)
             .ok_or_else(|| StatusError::not_found(def, name))?;
-        let old = def.from_storage(&existing);
+        let old = def.to_api_form(&existing);
 
         let requested_version = meta_str(&object, "resourceVersion").to_owned();
         if requested_version.is_empty() {
@@ -285,10 +291,8 @@ impl Cluster {
             return Ok(existing.clone());
         }
         let time = strategy::now_timestamp();
-        let mut write = fields_write(def, options, &time);
-        if options.applied.is_some() {
-            write.operation = Operation::Apply;
-        }
+        let api_version = def.api_version();
+        let write = fields_write(def, &api_version, options, &time);
         fields::update_managed_fields(Some(old), &mut updated, &write);
 
         if options.dry_run {
@@ -311,8 +315,8 @@ impl Cluster {
         Ok(stored)
     }
 
-    /// Patches an object. An apply creates the object when it is missing; the flag says
-    /// whether it did.
+    /// Patches an object. An apply creates the object when it is missing, and then the
+    /// returned flag is true.
     pub(crate) fn patch(
         &mut self,
         def: &Arc<ResourceDef>,
@@ -338,7 +342,7 @@ impl Cluster {
             return Ok((created, true));
         };
 
-        let old = def.from_storage(&existing);
+        let old = def.to_api_form(&existing);
         let mut candidate = old.clone();
         patch::apply(patch_type, &mut candidate, patch_body)?;
         if !candidate.is_object() {
@@ -563,6 +567,7 @@ impl Cluster {
                 subresource: Some("status"),
                 status_subresource: true,
                 applied: None,
+                maps: MapNodes::BuiltinMaps,
             };
             fields::update_managed_fields(Some(&current), &mut next, &write);
             current = self.store.put(&def.storage, key, next);
@@ -592,7 +597,7 @@ impl Cluster {
 
     /// Stops serving a CRD's resources and deletes their objects.
     // NOTE: the apiserver keeps a deleted CRD (with a cleanup finalizer) until its objects are
-    // gone and honours their finalizers; here the objects go at once, finalizers or not.
+    // gone, and it honours their finalizers. Here the objects go at once, finalizers or not.
     fn uninstall_crd(&mut self, crd_name: &str) {
         let storages = self.registry.unregister_crd(crd_name);
         for storage in storages {
@@ -606,7 +611,7 @@ impl Cluster {
         }
     }
 
-    /// One page of the objects matching `selectors`, read at `revision`.
+    /// Reads one page of the objects matching `selectors` at `revision`.
     pub(crate) fn list(
         &self,
         def: &ResourceDef,
@@ -621,7 +626,7 @@ impl Cluster {
             .store
             .range_at(&def.storage, &prefix, start, revision)
             .into_iter()
-            .filter(|(_, object)| selectors.matches(&def.from_storage(object)))
+            .filter(|(_, object)| selectors.matches(&def.to_api_form(object)))
             .collect();
         let limit = limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
         let total = matching.len();
@@ -640,7 +645,7 @@ impl Cluster {
     }
 }
 
-/// The store key of an object: `namespace/name`, or `name` when cluster-scoped.
+/// Returns the store key of an object: `namespace/name`, or `name` when cluster-scoped.
 pub(crate) fn object_key(def: &ResourceDef, namespace: Option<&str>, name: &str) -> String {
     match namespace {
         Some(namespace) if def.namespaced => format!("{namespace}/{name}"),
@@ -648,7 +653,7 @@ pub(crate) fn object_key(def: &ResourceDef, namespace: Option<&str>, name: &str)
     }
 }
 
-/// The key prefix of a list: `namespace/` or everything.
+/// Returns the key prefix of a list: `namespace/`, or empty for every namespace.
 pub(crate) fn list_prefix(namespace: Option<&str>) -> String {
     namespace.map(|ns| format!("{ns}/")).unwrap_or_default()
 }
@@ -658,7 +663,8 @@ fn invalid(def: &ResourceDef, name: &str, errors: Vec<FieldError>) -> StatusErro
 }
 
 fn fields_write<'a>(
-    def: &'a ResourceDef,
+    def: &ResourceDef,
+    api_version: &'a str,
     options: &WriteOptions<'a>,
     time: &'a str,
 ) -> FieldsWrite<'a> {
@@ -669,15 +675,16 @@ fn fields_write<'a>(
         } else {
             Operation::Update
         },
-        api_version: if def.builtin && def.group.is_empty() {
-            "v1"
-        } else {
-            &def.storage_api_version
-        },
+        api_version,
         time,
         subresource: options.subresource,
         status_subresource: def.status_subresource,
         applied: options.applied,
+        maps: if def.builtin {
+            MapNodes::BuiltinMaps
+        } else {
+            MapNodes::All
+        },
     }
 }
 
@@ -827,7 +834,7 @@ fn carry_server_metadata(old: &Value, object: &mut Value) {
     }
 }
 
-/// An object being deleted may lose finalizers but not gain any.
+/// Rejects new finalizers on an object being deleted, which may only lose finalizers.
 fn check_new_finalizers(def: &ResourceDef, old: &Value, object: &Value) -> Result<(), StatusError> {
     if !is_deleting(old) {
         return Ok(());
@@ -887,8 +894,8 @@ fn check_delete_preconditions(
     Ok(())
 }
 
-/// Whether an update leaves the object as it was, apart from `resourceVersion` and
-/// `managedFields`: such an update writes nothing and sends no event.
+/// Checks whether an update leaves the object as it was, apart from `resourceVersion` and
+/// `managedFields`. Such an update writes nothing and sends no event.
 fn same_content(existing: &Value, updated: &Value) -> bool {
     let strip = |object: &Value| {
         let mut copy = object.clone();

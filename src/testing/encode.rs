@@ -16,7 +16,7 @@ use super::status::{StatusBody, StatusError};
 pub(crate) enum Shape {
     /// A Go struct: these fields first, in this order.
     Struct(&'static [(&'static str, &'static Shape)]),
-    /// A Go map whose values all have one shape; keys are sorted.
+    /// A Go map whose values all have one shape, with sorted keys.
     MapOf(&'static Shape),
     /// A list whose items all have one shape.
     ListOf(&'static Shape),
@@ -371,7 +371,7 @@ impl Serialize for Ordered<'_> {
     }
 }
 
-/// How a response body is written.
+/// The layout of a response body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Format {
     /// Compact JSON with a trailing newline: what client-go and kube-rs get.
@@ -380,7 +380,7 @@ pub(crate) enum Format {
     Pretty,
 }
 
-/// Encodes `value` in the order of `shape`.
+/// Encodes `value` as a response body in `format`.
 pub(crate) fn encode<T: Serialize>(value: &T, format: Format) -> Vec<u8> {
     match format {
         Format::Compact => {
@@ -392,7 +392,7 @@ pub(crate) fn encode<T: Serialize>(value: &T, format: Format) -> Vec<u8> {
     }
 }
 
-/// The `metadata` of a list, in `ListMeta` order.
+/// Builds the `metadata` of a list.
 pub(crate) fn list_meta(
     resource_version: i64,
     continue_token: Option<&str>,
@@ -420,14 +420,14 @@ pub(crate) fn list_meta(
     Value::Object(meta)
 }
 
-/// A list body: `{"kind","apiVersion","metadata","items"}` for built-in types, whose items
-/// have no `kind` or `apiVersion`; sorted keys with full items for custom resources.
+/// A list body. Built-in types get `{"kind","apiVersion","metadata","items"}` with items
+/// that have no `kind` or `apiVersion`, and custom resources get sorted keys and full items.
 pub(crate) struct ListBody<'a> {
     pub(crate) kind: &'a str,
     pub(crate) api_version: &'a str,
     pub(crate) metadata: Value,
     pub(crate) items: Vec<Value>,
-    /// The item shape for built-in types; `None` for unstructured (custom) resources.
+    /// The item shape for built-in types, or `None` for unstructured (custom) resources.
     pub(crate) item_shape: Option<&'a Shape>,
 }
 

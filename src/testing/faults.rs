@@ -24,7 +24,7 @@ pub enum Verb {
 }
 
 impl Verb {
-    /// The lower-case name, as in `cannot watch resource`.
+    /// Returns the lower-case name, as in `cannot watch resource`.
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Get => "get",
@@ -45,7 +45,7 @@ impl fmt::Display for Verb {
     }
 }
 
-/// Which requests a fault applies to. A field left unset matches every request.
+/// A filter on requests that a fault applies to. A field left unset matches every request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestMatch {
     /// The verb.
@@ -115,17 +115,18 @@ impl RequestMatch {
     }
 }
 
-/// How an injected failure fails a request.
+/// The kind of an injected failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
-    /// Answer with this HTTP status and the `Status` body the apiserver sends for it (`500`
+    /// Respond with this HTTP status and the `Status` body the apiserver sends for it (`500`
     /// InternalError, `503` ServiceUnavailable, `429` TooManyRequests, ...).
     Status(u16),
     /// Close the connection without sending a response.
     CloseConnection,
 }
 
-/// How a watch from a resourceVersion older than the history window is refused.
+/// The form in which a watch from a resourceVersion older than the history window is
+/// rejected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ExpiredWatchForm {
     /// HTTP 200, then one `ERROR` event with a `410 Expired` Status, then the end of the
@@ -161,7 +162,7 @@ struct PendingFailure {
     failure: Failure,
 }
 
-/// What the fault rules decided for one request.
+/// The decision of the fault rules for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FaultDecision {
     Proceed,

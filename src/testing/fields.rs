@@ -1,8 +1,8 @@
 //! `metadata.managedFields`: which manager last set which fields.
 //!
 //! Each write records the fields it set in the entry of its manager (the `fieldManager`
-//! parameter, or the User-Agent up to its first `/`), takes those fields away from every other
-//! manager, and moves its entry to the end, as the apiserver's field manager does. Field sets
+//! parameter, or the User-Agent up to its first `/`). It takes those fields away from every
+//! other manager and moves its own entry to the end, as the apiserver's field manager does. Field sets
 //! are written as `FieldsV1` tries: `{"f:data":{".":{},"f:k":{}}}`.
 //!
 //! NOTE: lists are owned as a whole (the server uses `k:`/`v:`/`i:` keys for list items), and
@@ -25,28 +25,35 @@ impl FieldSet {
         !self.owned && self.children.is_empty()
     }
 
-    /// Every field of `value`, with every map node owned.
-    fn of_value(value: &Value) -> Self {
-        let mut set = FieldSet {
-            owned: true,
-            children: BTreeMap::new(),
-        };
-        if let Value::Object(map) = value {
-            for (key, child) in map {
-                set.children.insert(key.clone(), Self::of_value(child));
+    /// Collects every field of `value`. Leaves are owned, and so are the object nodes that
+    /// `maps` selects.
+    fn of_value(value: &Value, maps: MapNodes, path: &mut Vec<String>) -> Self {
+        let mut set = FieldSet::default();
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                set.owned = maps.owns(path);
+                for (key, child) in map {
+                    path.push(key.clone());
+                    set.children
+                        .insert(key.clone(), Self::of_value(child, maps, path));
+                    path.pop();
+                }
             }
+            _ => set.owned = true,
         }
         set
     }
 
-    /// The fields `new` sets that `old` lacks or holds with another value. Maps that `new`
-    /// creates are owned as nodes.
-    fn changed(old: Option<&Value>, new: &Value) -> Self {
+    /// Collects the fields `new` sets that `old` lacks or has with another value. Object nodes
+    /// that `new` creates are owned as `maps` selects.
+    fn changed(old: Option<&Value>, new: &Value, maps: MapNodes, path: &mut Vec<String>) -> Self {
         match (old, new) {
-            (Some(Value::Object(old_map)), Value::Object(new_map)) => {
+            (Some(Value::Object(old_map)), Value::Object(new_map)) if !new_map.is_empty() => {
                 let mut set = FieldSet::default();
                 for (key, child) in new_map {
-                    let child_set = Self::changed(old_map.get(key), child);
+                    path.push(key.clone());
+                    let child_set = Self::changed(old_map.get(key), child, maps, path);
+                    path.pop();
                     if !child_set.is_empty() {
                         set.children.insert(key.clone(), child_set);
                     }
@@ -54,11 +61,11 @@ impl FieldSet {
                 set
             }
             (Some(old), new) if old == new => FieldSet::default(),
-            (_, new) => Self::of_value(new),
+            (_, new) => Self::of_value(new, maps, path),
         }
     }
 
-    /// The fields `old` has that `new` lacks.
+    /// Collects the fields `old` has that `new` lacks.
     fn removed(old: &Value, new: Option<&Value>) -> Self {
         match (old, new) {
             (Value::Object(old_map), Some(Value::Object(new_map))) => {
@@ -72,7 +79,7 @@ impl FieldSet {
                 set
             }
             (_, Some(_)) => FieldSet::default(),
-            (old, None) => Self::of_value(old),
+            (old, None) => Self::of_value(old, MapNodes::All, &mut Vec::new()),
         }
     }
 
@@ -128,9 +135,35 @@ impl FieldSet {
     }
 }
 
-/// The fields of an object that managedFields track: everything but `apiVersion`, `kind` and
-/// the server-owned parts of `metadata`; `status` only for status writes when it is a
-/// subresource.
+/// The rule for the object nodes a manager owns as a whole (the `"."` key) when it sets
+/// them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MapNodes {
+    /// Every object: custom resources, whose objects are all maps to the field manager.
+    All,
+    /// Only the map-typed fields of built-in types (`data`, labels, annotations); their other
+    /// objects are Go structs, which the field manager does not own as nodes.
+    BuiltinMaps,
+}
+
+impl MapNodes {
+    fn owns(self, path: &[String]) -> bool {
+        match self {
+            MapNodes::All => true,
+            MapNodes::BuiltinMaps => matches!(
+                path.iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                ["data" | "binaryData" | "stringData"] | ["metadata", "labels" | "annotations"]
+            ),
+        }
+    }
+}
+
+/// Returns the fields of an object that managedFields track: everything but `apiVersion`,
+/// `kind` and the server-owned parts of `metadata`. When `status` is a subresource, only
+/// status writes track it.
 fn tracked(object: &Value, include_status: bool, exclude_status: bool) -> Value {
     let mut tracked = Map::new();
     let Some(map) = object.as_object() else {
@@ -181,6 +214,8 @@ pub(crate) struct FieldsWrite<'a> {
     pub(crate) status_subresource: bool,
     /// For an apply: the applied configuration, whose fields the manager then owns exactly.
     pub(crate) applied: Option<&'a Value>,
+    /// The rule for the object nodes owned as a whole.
+    pub(crate) maps: MapNodes,
 }
 
 /// Recomputes `metadata.managedFields` of `new` after a write that turned `old` into `new`.
@@ -191,10 +226,17 @@ pub(crate) fn update_managed_fields(old: Option<&Value>, new: &mut Value, write:
     let new_tracked = tracked(new, status_write, exclude_status);
 
     let changed = match (write.operation, write.applied) {
-        (Operation::Apply, Some(applied)) => {
-            FieldSet::of_value(&tracked(applied, status_write, exclude_status))
-        }
-        _ => FieldSet::changed(old_tracked.as_ref(), &new_tracked),
+        (Operation::Apply, Some(applied)) => FieldSet::of_value(
+            &tracked(applied, status_write, exclude_status),
+            write.maps,
+            &mut Vec::new(),
+        ),
+        _ => FieldSet::changed(
+            old_tracked.as_ref(),
+            &new_tracked,
+            write.maps,
+            &mut Vec::new(),
+        ),
     };
     let changed = without_root(changed);
     let removed = match &old_tracked {
@@ -252,7 +294,7 @@ pub(crate) fn update_managed_fields(old: Option<&Value>, new: &mut Value, write:
     }
 }
 
-/// The tracked-field tree has no meaning of its own at the root.
+/// Drops the root node, which has no meaning of its own in a tracked-field tree.
 fn without_root(mut set: FieldSet) -> FieldSet {
     set.owned = false;
     set
@@ -328,6 +370,7 @@ mod tests {
             subresource: None,
             status_subresource: false,
             applied: None,
+            maps: MapNodes::BuiltinMaps,
         }
     }
 
@@ -338,6 +381,16 @@ mod tests {
         assert_eq!(
             object.pointer("/metadata/managedFields/0/fieldsV1"),
             Some(&json!({"f:data": {".": {}, "f:k": {}}}))
+        );
+    }
+
+    #[test]
+    fn builtin_structs_not_owned() {
+        let mut object = json!({"metadata": {"name": "a"}, "spec": {"group": "g"}});
+        update_managed_fields(None, &mut object, &write("m", "t1"));
+        assert_eq!(
+            object.pointer("/metadata/managedFields/0/fieldsV1"),
+            Some(&json!({"f:spec": {"f:group": {}}}))
         );
     }
 

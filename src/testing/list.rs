@@ -16,7 +16,7 @@ use super::selectors::{FieldSelector, LabelSelector, Selectors};
 use super::shared::Shared;
 use super::status::{FieldError, StatusError};
 
-/// The list and watch query parameters, as `metav1.ListOptions` holds them.
+/// The list and watch query parameters, as `metav1.ListOptions` has them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ListOptions {
     /// Empty means unset, as in Go.
@@ -80,7 +80,7 @@ impl ListOptions {
         Ok(options)
     }
 
-    /// The checks of `ValidateListOptions` in `k8s.io/apiserver`, with its messages.
+    /// Runs the checks of `ValidateListOptions` in `k8s.io/apiserver`, with its messages.
     fn validate(&self) -> Result<(), StatusError> {
         let mut errors = Vec::new();
         let matching = self.resource_version_match.as_str();
@@ -154,7 +154,7 @@ impl ListOptions {
         }
     }
 
-    /// The requested resourceVersion as a number; `None` when unset or `0`.
+    /// Parses the requested resourceVersion. `None` means unset or `0`.
     pub(crate) fn requested_revision(&self) -> Result<Option<i64>, StatusError> {
         parse_resource_version(&self.resource_version)
     }
@@ -186,7 +186,7 @@ pub(crate) struct ContinueToken {
 const TOKEN_VERSION: &str = "meta.k8s.io/v1";
 
 impl ContinueToken {
-    /// The token of a page that ended at `last_key`, relative to the list's `prefix`.
+    /// Builds the token of a page that ended at `last_key`, relative to the list's `prefix`.
     pub(crate) fn after(revision: i64, prefix: &str, last_key: &str) -> Self {
         let relative = last_key.strip_prefix(prefix).unwrap_or(last_key);
         Self {
@@ -220,7 +220,7 @@ impl ContinueToken {
         Ok(token)
     }
 
-    /// The store key the next page starts at (inclusive), for a list with `prefix`.
+    /// Returns the store key the next page starts at (inclusive), for a list with `prefix`.
     pub(crate) fn start_key(&self, prefix: &str) -> String {
         format!("{prefix}{}", self.start.trim_start_matches('/'))
     }
@@ -260,7 +260,7 @@ pub(crate) async fn serve(
     let items: Vec<Value> = page
         .items
         .iter()
-        .map(|item| def.from_storage(item))
+        .map(|item| def.to_api_form(item))
         .collect();
     Ok(list_body(ctx, def, metadata, items))
 }
@@ -305,7 +305,7 @@ pub(crate) fn list_body(
     (encode::encode(&body, ctx.format), super::http::JSON)
 }
 
-/// The revision a list without a continue token is read at.
+/// Picks the revision a list without a continue token is read at.
 async fn resolve_revision(shared: &Arc<Shared>, options: &ListOptions) -> Result<i64, StatusError> {
     let Some(requested) = options.requested_revision()? else {
         return Ok(shared.read(|cluster| cluster.store.revision()));
@@ -323,7 +323,7 @@ async fn resolve_revision(shared: &Arc<Shared>, options: &ListOptions) -> Result
     Ok(if exact { requested } else { current })
 }
 
-/// The revision and start key of a continued list.
+/// Picks the revision and start key of a continued list.
 fn resolve_continue(
     shared: &Arc<Shared>,
     options: &ListOptions,
@@ -362,7 +362,7 @@ fn resolve_continue(
 }
 
 /// Waits until the store reaches `target`, for at most the configured time, as the watch
-/// cache does; then answers `504 Too large resource version`.
+/// cache does. After that it fails with `504 Too large resource version`.
 pub(crate) async fn wait_for_revision(
     shared: &Arc<Shared>,
     target: i64,

@@ -2,7 +2,7 @@
 //! controllers that talk to Kubernetes through a real client (kube-rs, or anything that speaks
 //! HTTP).
 //!
-//! [`TestServer`] answers the apiserver's REST protocol as kube-apiserver 1.36 does with its
+//! [`TestServer`] serves the apiserver's REST protocol as kube-apiserver 1.36 does with its
 //! watch cache on, and sends the same bodies: lists with `continue` tokens and
 //! `remainingItemCount`, watch streams of one JSON event per line with bookmarks and the
 //! `k8s.io/initial-events-end` marker, `Status` bodies for errors (`410 Expired`, `403

@@ -1,9 +1,8 @@
 //! PATCH bodies: JSON patch, JSON merge patch, strategic merge patch and server-side apply.
 //!
-//! NOTE: a strategic merge patch is applied as a JSON merge patch (lists are replaced, not
-//! merged by key, and `$patch` directives are not understood), and an apply is a JSON merge
-//! of the applied configuration onto the live object: fields the manager stops applying are
-//! not removed.
+//! NOTE: a strategic merge patch is applied as a JSON merge patch, so lists are replaced, not
+//! merged by key, and `$patch` directives are not understood. An apply is a JSON merge of the
+//! applied configuration onto the live object, so fields the manager stops applying stay.
 
 use serde_json::Value;
 

@@ -1,4 +1,4 @@
-//! What a request asks for: the apiserver's request info (verb, group, version, resource,
+//! The target of a request: the apiserver's request info (verb, group, version, resource,
 //! namespace, name, subresource) parsed from the method and path, and the query parameters.
 
 use std::collections::HashMap;
@@ -113,7 +113,8 @@ impl Params {
         self.values.get(key).map(String::as_str)
     }
 
-    /// A boolean parameter as Go's `strconv.ParseBool` reads it; missing or invalid is false.
+    /// Reads a boolean parameter as Go's `strconv.ParseBool` does. Missing or invalid is
+    /// false.
     pub(crate) fn flag(&self, key: &str) -> bool {
         matches!(
             self.get(key),
@@ -133,7 +134,7 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// What the server knows about a request before it routes it.
+/// The facts about a request that the server settles before it routes it.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestContext {
     pub(crate) user: String,

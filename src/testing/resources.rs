@@ -30,9 +30,9 @@ pub(crate) enum Behavior {
 
 /// One served group/version/resource and the rules its objects follow.
 ///
-/// Built-in resources are written the way the apiserver writes Go structs (fields in struct
-/// order, list items without `kind` and `apiVersion`); custom resources the way it writes
-/// unstructured objects (sorted keys, full list items). Register more built-in-like resources
+/// Built-in resources are written the way the apiserver writes Go structs: fields in struct
+/// order, list items without `kind` and `apiVersion`. Custom resources are written the way it
+/// writes unstructured objects: sorted keys, full list items. Register more built-in-like resources
 /// with [`TestServer::register`](super::TestServer::register).
 #[derive(Clone, Debug)]
 pub struct ResourceDef {
@@ -80,8 +80,8 @@ pub struct ResourceDef {
 
 impl ResourceDef {
     /// Describes a built-in-like resource with `kind`, `apiVersion`, `metadata`, `spec` and
-    /// `status`. It is namespaced, has no status subresource and keeps no generation until the
-    /// builder methods say otherwise.
+    /// `status`. It is namespaced, has no status subresource and keeps no generation unless the
+    /// builder methods change that.
     pub fn new(group: &str, version: &str, kind: &str, plural: &str) -> Self {
         let api_version = api_version_of(group, version);
         Self {
@@ -132,7 +132,7 @@ impl ResourceDef {
         self
     }
 
-    /// The `apiVersion` of this resource: `v1` or `group/version`.
+    /// Returns the `apiVersion` of this resource: `v1` or `group/version`.
     pub fn api_version(&self) -> String {
         api_version_of(&self.group, &self.version)
     }
@@ -142,7 +142,8 @@ impl ResourceDef {
         super::status::qualified(&self.group, &self.plural)
     }
 
-    /// The bookmark object: only `kind`, `apiVersion`, `metadata` and the zero-valued fields.
+    /// Builds a bookmark object: only `kind`, `apiVersion`, `metadata` and the zero-valued
+    /// fields.
     pub(crate) fn bookmark_object(&self, metadata: Value) -> Value {
         let mut object = serde_json::Map::new();
         object.insert("kind".to_owned(), Value::String(self.kind.clone()));
@@ -155,7 +156,7 @@ impl ResourceDef {
     }
 
     /// Converts a stored object to this API's form.
-    pub(crate) fn from_storage(&self, stored: &Value) -> Value {
+    pub(crate) fn to_api_form(&self, stored: &Value) -> Value {
         let mut object = stored.clone();
         if self.behavior == Behavior::EventsV1 {
             rename_fields(&mut object, &EVENT_RENAMES, false);
@@ -235,12 +236,12 @@ pub(crate) fn api_version_of(group: &str, version: &str) -> String {
     }
 }
 
-/// The table key of a resource: `plural` or `plural.group`.
+/// Returns the table key of a resource: `plural` or `plural.group`.
 pub(crate) fn storage_key(group: &str, plural: &str) -> String {
     super::status::qualified(group, plural)
 }
 
-/// The built-in resources every server starts with.
+/// Describes the built-in resources every server starts with.
 pub(crate) fn builtin_resources() -> Vec<ResourceDef> {
     let mut namespaces = ResourceDef::new("", "v1", "Namespace", "namespaces")
         .cluster_scoped()
@@ -387,7 +388,7 @@ impl Registry {
             .cloned()
     }
 
-    /// The resource of an object with this `apiVersion` and `kind`.
+    /// Finds the resource of an object with this `apiVersion` and `kind`.
     pub(crate) fn by_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceDef>> {
         let (group, version) = split_api_version(api_version);
         self.by_resource
@@ -396,7 +397,7 @@ impl Registry {
             .cloned()
     }
 
-    /// The resource that owns a table, in its stored form.
+    /// Finds the resource that owns a table, in its stored form.
     pub(crate) fn storage_def(&self, storage: &str) -> Option<Arc<ResourceDef>> {
         self.by_resource
             .values()

@@ -172,7 +172,7 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// A value as Go's `%q`/`%v` print it in field errors.
+/// Renders a value as Go's `%q`/`%v` print it in field errors.
 fn render_value(value: &Value) -> String {
     match value {
         Value::String(text) => format!("{text:?}"),

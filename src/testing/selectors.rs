@@ -46,7 +46,7 @@ impl LabelSelector {
         Ok(Self { requirements })
     }
 
-    /// Whether an object's `metadata.labels` satisfy the selector.
+    /// Checks whether an object's `metadata.labels` satisfy the selector.
     pub(crate) fn matches(&self, object: &Value) -> bool {
         let labels = object
             .pointer("/metadata/labels")
@@ -153,7 +153,7 @@ fn parse_set(text: &str) -> Result<Vec<String>, String> {
         .strip_prefix('(')
         .and_then(|inner| inner.strip_suffix(')'))
         .ok_or_else(|| format!("found '{text}', expected: '('"))?;
-    inner.split(',').map(|value| parse_value(value)).collect()
+    inner.split(',').map(parse_value).collect()
 }
 
 fn parse_value(text: &str) -> Result<String, String> {
@@ -253,7 +253,7 @@ impl FieldSelector {
         Ok(Self { requirements })
     }
 
-    /// Whether an object's fields satisfy the selector.
+    /// Checks whether an object's fields satisfy the selector.
     pub(crate) fn matches(&self, object: &Value) -> bool {
         self.requirements.iter().all(|req| {
             let actual = field_value(object, &req.field);
@@ -266,7 +266,7 @@ impl FieldSelector {
     }
 }
 
-/// The value of a selectable field as a string; missing fields are empty.
+/// Reads a selectable field as a string. Missing fields are empty.
 fn field_value(object: &Value, field: &str) -> String {
     // `source` on core events selects the reporting component.
     let path = if field == "source" {

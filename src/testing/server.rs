@@ -45,14 +45,15 @@ pub struct TestServerConfig {
     /// How long a request for a resourceVersion the store has not reached waits before it
     /// fails with `504 Too large resource version`. Default 3 s, as the watch cache.
     pub future_resource_version_wait: Duration,
-    /// How long the resources of a new CRD answer `429 storage is (re)initializing`. The real
-    /// window is well under a second; default zero (off).
+    /// How long the resources of a new CRD return `429 storage is (re)initializing`. The real
+    /// window is well under a second. Default zero (off).
     pub crd_initialization_delay: Duration,
     /// Whether namespaced objects may only be created in existing namespaces, as in a real
     /// cluster. Default true; `default`, `kube-system`, `kube-public` and `kube-node-lease`
     /// exist from the start.
     pub require_namespaces: bool,
-    /// How a watch from a too-old resourceVersion is refused. Default: an `ERROR` event.
+    /// The form in which a watch from a too-old resourceVersion is rejected. Default: an
+    /// `ERROR` event.
     pub expired_watch_form: ExpiredWatchForm,
     /// Whether watches with `sendInitialEvents=true` (streaming lists) are served. Default
     /// true.
@@ -178,25 +179,25 @@ impl TestServer {
         })
     }
 
-    /// The server's URL: `http://127.0.0.1:PORT`.
+    /// Returns the server's URL: `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.shared.address)
     }
 
-    /// The address the server listens on.
+    /// Returns the address the server listens on.
     pub fn address(&self) -> SocketAddr {
         self.shared.address
     }
 
-    /// A kube client configuration for this server, authenticated as [`ADMIN_USER`].
+    /// Builds a kube client configuration for this server, authenticated as [`ADMIN_USER`].
     ///
-    /// Its retry layer is kube's default: `429`, `503` and `504` answers are retried, which
+    /// Its retry layer is kube's default: `429`, `503` and `504` responses are retried, which
     /// hides injected failures with those codes from the caller.
     pub fn kube_config(&self) -> kube::Config {
         self.kube_config_for(ADMIN_USER)
     }
 
-    /// A kube client configuration authenticated as `user`.
+    /// Builds a kube client configuration authenticated as `user`.
     pub fn kube_config_for(&self, user: &str) -> kube::Config {
         let token = self.shared.token_for_user(user);
         let mut config = kube::Config::new(
@@ -209,7 +210,7 @@ impl TestServer {
         config
     }
 
-    /// A kube client for this server, authenticated as [`ADMIN_USER`].
+    /// Builds a kube client for this server, authenticated as [`ADMIN_USER`].
     ///
     /// # Errors
     ///
@@ -218,7 +219,7 @@ impl TestServer {
         self.client_for(ADMIN_USER)
     }
 
-    /// A kube client authenticated as `user`.
+    /// Builds a kube client authenticated as `user`.
     ///
     /// # Errors
     ///
@@ -232,7 +233,7 @@ impl TestServer {
         })
     }
 
-    /// The bearer token that authenticates `user`, created on first use.
+    /// Returns the bearer token that authenticates `user`, created on first use.
     pub fn token_for(&self, user: &str) -> String {
         self.shared.token_for_user(user)
     }
@@ -262,13 +263,14 @@ impl TestServer {
         Ok(path)
     }
 
-    /// The store-wide revision of the last write.
+    /// Returns the store-wide revision of the last write.
     pub fn revision(&self) -> i64 {
         self.shared.read(|cluster| cluster.store.revision())
     }
 
     /// Compacts the store at `revision`: lists at older revisions and continue tokens from
-    /// before it get `410 Expired`, and so do watches from before it.
+    /// before it get `410 Expired`, and so do watches from before it. Until a compaction the
+    /// store keeps every version of every object in memory.
     pub fn compact(&self, revision: i64) {
         self.shared.write(|cluster| cluster.store.compact(revision));
         info!(revision, "test server compacted");
@@ -311,7 +313,7 @@ impl TestServer {
                 &WriteOptions::new(HELPER_MANAGER),
             )
         })?;
-        Ok(def.from_storage(&stored))
+        Ok(def.to_api_form(&stored))
     }
 
     /// Creates a namespace.
@@ -352,7 +354,7 @@ impl TestServer {
         let stored = self
             .shared
             .write(|cluster| cluster.update(&def, namespace.as_deref(), &name, object, &options))?;
-        Ok(def.from_storage(&stored))
+        Ok(def.to_api_form(&stored))
     }
 
     /// Applies a JSON merge patch to an object.
@@ -379,7 +381,7 @@ impl TestServer {
                 &WriteOptions::new(HELPER_MANAGER),
             )
         })?;
-        Ok(def.from_storage(&stored))
+        Ok(def.to_api_form(&stored))
     }
 
     /// Reads an object.
@@ -398,7 +400,7 @@ impl TestServer {
         let stored = self
             .shared
             .read(|cluster| cluster.get(&def, namespace, name))?;
-        Ok(def.from_storage(&stored))
+        Ok(def.to_api_form(&stored))
     }
 
     /// Deletes an object. Returns `Some(object)` when it has finalizers and now only carries
@@ -419,7 +421,7 @@ impl TestServer {
             .shared
             .write(|cluster| cluster.delete(&def, namespace, name, &DeleteOptions::default()))?;
         Ok(match outcome {
-            DeleteOutcome::Pending(object) => Some(def.from_storage(&object)),
+            DeleteOutcome::Pending(object) => Some(def.to_api_form(&object)),
             DeleteOutcome::Deleted(_) => None,
         })
     }
@@ -489,13 +491,12 @@ impl TestServer {
     pub fn restart(&self, history: RestartHistory) {
         info!(?history, "test server restarting");
         self.shared.kill_connections();
-        self.shared.end_watches();
         if history == RestartHistory::Lose {
             self.shared.write(|cluster| {
-                cluster.store.forget_history();
                 // The apiserver writes on startup (leases, endpoints), so the watch cache
                 // starts past every revision a client saw before the restart.
                 cluster.store.bump_revision();
+                cluster.store.forget_history();
             });
         }
     }
@@ -512,7 +513,7 @@ impl TestServer {
         self.shared.faults.lock().expired_watch_form = form;
     }
 
-    /// Every request answered so far (the last 10 000).
+    /// Returns every request served so far (the last 10 000).
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.requests()
     }
@@ -522,7 +523,7 @@ impl TestServer {
         self.shared.clear_requests();
     }
 
-    /// The number of open watch streams.
+    /// Counts the open watch streams.
     pub fn open_watches(&self) -> usize {
         self.shared.open_watches()
     }

@@ -20,7 +20,7 @@ pub(crate) struct Control {
     pub(crate) hang: bool,
 }
 
-/// One request the server answered.
+/// One request the server served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
     /// The HTTP method.
@@ -136,7 +136,7 @@ impl Shared {
         self.tokens.lock().get(token).cloned()
     }
 
-    /// The token of `user`, created on first use.
+    /// Returns the token of `user`, created on first use.
     pub(crate) fn token_for_user(&self, user: &str) -> String {
         let mut tokens = self.tokens.lock();
         if let Some((token, _)) = tokens.iter().find(|(_, name)| name.as_str() == user) {

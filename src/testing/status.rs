@@ -9,8 +9,8 @@ use super::resources::ResourceDef;
 
 /// A failed API request: the HTTP status code and the `Status` body that goes with it.
 ///
-/// The store helpers of [`TestServer`](super::TestServer) return this error too, so a test sees
-/// the same code, reason and message a client would see over HTTP.
+/// The store helpers of [`TestServer`](super::TestServer) return this error too, with the
+/// same code, reason and message a client would get over HTTP.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("HTTP {code} {reason}: {message}")]
 pub struct StatusError {
@@ -21,7 +21,7 @@ pub struct StatusError {
     /// The human-readable message.
     pub message: String,
     /// The `details` object, if the server sends one.
-    pub details: Option<StatusDetails>,
+    pub details: Option<Box<StatusDetails>>,
     /// `metadata.continue`, set only on a 410 for an expired continue token.
     pub continue_token: Option<String>,
     /// The `Retry-After` header in seconds, if the server sends one.
@@ -105,7 +105,7 @@ impl StatusError {
     }
 
     fn with_details(mut self, details: StatusDetails) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -124,7 +124,7 @@ impl StatusError {
             status: "Failure",
             message: &self.message,
             reason: &self.reason,
-            details: self.details.as_ref(),
+            details: self.details.as_deref(),
             code: self.code,
         }
     }
@@ -293,7 +293,7 @@ impl StatusError {
         Self::new(410, "Expired", message)
     }
 
-    /// The watch cache's `410 Expired` for a resourceVersion older than its window.
+    /// Builds the watch cache's `410 Expired` for a resourceVersion older than its window.
     pub(crate) fn too_old_resource_version(requested: i64, oldest: i64) -> Self {
         Self::expired(format!("too old resource version: {requested} ({oldest})"))
     }
@@ -344,7 +344,7 @@ impl StatusError {
         })
     }
 
-    /// A bare `500 InternalError` whose message is sent as is.
+    /// Builds a bare `500 InternalError` whose message is sent as is.
     pub(crate) fn internal_bare(message: &str) -> Self {
         Self::new(500, "InternalError", message)
     }
@@ -372,8 +372,8 @@ impl StatusError {
         )
     }
 
-    /// The `Status` the apiserver builds for an arbitrary HTTP code, with the reason it maps
-    /// that code to.
+    /// Builds the `Status` the apiserver sends for an arbitrary HTTP code, with the reason it
+    /// maps that code to.
     pub(crate) fn for_code(code: u16, message: &str) -> Self {
         match code {
             400 => Self::bad_request(message),
@@ -490,7 +490,7 @@ impl FieldError {
         }
     }
 
-    /// The error without the field path, as `field.Error.ErrorBody` renders it.
+    /// Renders the error without the field path, as `field.Error.ErrorBody` does.
     fn body(&self) -> String {
         let type_name = match self.kind {
             FieldErrorKind::Required => "Required value",

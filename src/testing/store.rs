@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-/// What a write did to a key, as a watch event type.
+/// The change a write made to a key, as a watch event type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum EventKind {
     Added,
@@ -76,12 +76,12 @@ impl Store {
         }
     }
 
-    /// The revision of the last write.
+    /// Returns the revision of the last write.
     pub(crate) fn revision(&self) -> i64 {
         self.revision
     }
 
-    /// The revision reads below which fail.
+    /// Returns the compaction revision: reads below it fail.
     pub(crate) fn compacted(&self) -> i64 {
         self.compacted
     }
@@ -101,13 +101,13 @@ impl Store {
         self.tables.remove(storage);
     }
 
-    /// The current state of a key.
+    /// Returns the current state of a key.
     pub(crate) fn get(&self, storage: &str, key: &str) -> Option<Arc<Value>> {
         let versions = self.tables.get(storage)?.objects.get(key)?;
         versions.last()?.object.clone()
     }
 
-    /// The live objects whose keys start with `prefix` and sort at or after `start`, at
+    /// Reads the live objects whose keys start with `prefix` and sort at or after `start`, at
     /// `revision`, in key order.
     pub(crate) fn range_at(
         &self,
@@ -134,7 +134,7 @@ impl Store {
             .collect()
     }
 
-    /// Whether any live object's key starts with `prefix`.
+    /// Checks whether any live object's key starts with `prefix`.
     pub(crate) fn any_live(&self, storage: &str, prefix: &str) -> bool {
         !self
             .range_at(storage, prefix, None, self.revision)
@@ -215,8 +215,8 @@ impl Store {
         }
     }
 
-    /// The events of a table after `after`, or [`TooOld`] if the history no longer reaches
-    /// back that far.
+    /// Returns the events of a table after `after`, or [`TooOld`] if the history no longer
+    /// reaches back that far.
     pub(crate) fn events_after(
         &self,
         storage: &str,
@@ -236,7 +236,7 @@ impl Store {
         Ok(table.history.range(start..).cloned().collect())
     }
 
-    /// The oldest revision a watch of this table may start from.
+    /// Returns the oldest revision a watch of this table may start from.
     pub(crate) fn window_start(&self, storage: &str) -> i64 {
         self.tables
             .get(storage)

@@ -11,14 +11,14 @@ use super::resources::{Behavior, ResourceDef, api_version_of, storage_key};
 use super::schema;
 use super::status::{FieldError, StatusError};
 
-/// The current time as the apiserver writes timestamps: RFC 3339, whole seconds, UTC.
+/// Formats the current time as the apiserver writes timestamps: RFC 3339, whole seconds, UTC.
 pub(crate) fn now_timestamp() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
 
-/// A random (version 4) UUID, as `metadata.uid` holds.
+/// Generates a random (version 4) UUID, the form of `metadata.uid`.
 pub(crate) fn new_uid() -> String {
     let mut bytes: [u8; 16] = rand::rng().random();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
@@ -78,7 +78,7 @@ pub(crate) fn validate_name(def: &ResourceDef, name: &str) -> Option<FieldError>
     (!valid).then(|| FieldError::invalid("metadata.name", format!("{name:?}"), message))
 }
 
-/// The `metadata` map of an object, created if missing.
+/// Returns the `metadata` map of an object, created if missing.
 pub(crate) fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     let map = object
         .as_object_mut()
@@ -92,7 +92,7 @@ pub(crate) fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     metadata.as_object_mut().expect("just made an object")
 }
 
-/// A string field of `metadata`, empty when missing.
+/// Reads a string field of `metadata`, empty when missing.
 pub(crate) fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
     object
         .get("metadata")
@@ -116,7 +116,7 @@ pub(crate) fn finalizers(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether `metadata.deletionTimestamp` is set.
+/// Checks whether `metadata.deletionTimestamp` is set.
 pub(crate) fn is_deleting(object: &Value) -> bool {
     object
         .pointer("/metadata/deletionTimestamp")
@@ -183,7 +183,7 @@ pub(crate) fn prepare_update(
     Ok(())
 }
 
-/// A write through `/status`: everything but `status` stays as it was.
+/// Applies a write through `/status`: everything but `status` stays as it was.
 pub(crate) fn prepare_status_update(
     def: &ResourceDef,
     old: &Value,
@@ -205,7 +205,7 @@ pub(crate) fn prepare_status_update(
     Ok(updated)
 }
 
-/// Whether an update changes what `metadata.generation` counts: everything outside
+/// Checks whether an update changes what `metadata.generation` counts: everything outside
 /// `metadata`, and outside `status` when it is a subresource.
 pub(crate) fn generation_changed(def: &ResourceDef, old: &Value, new: &Value) -> bool {
     let strip = |object: &Value| {
@@ -354,7 +354,7 @@ fn prepare_crd(object: &mut Value) -> Result<(), StatusError> {
     Ok(())
 }
 
-/// The status a new CRD starts with: no conditions, no accepted names yet.
+/// Sets the status a new CRD starts with: no conditions, no accepted names yet.
 pub(crate) fn initial_crd_status(object: &mut Value) {
     let storage = crd_storage_version(object).unwrap_or_default();
     if let Some(map) = object.as_object_mut() {
@@ -369,8 +369,8 @@ pub(crate) fn initial_crd_status(object: &mut Value) {
     }
 }
 
-/// The CRD status once its names are accepted: `NamesAccepted` true and `Established` as
-/// given (`False`/`Installing`, then `True`/`InitialNamesAccepted`).
+/// Builds the CRD status once its names are accepted: `NamesAccepted` true and
+/// `Established` as given (`False`/`Installing`, then `True`/`InitialNamesAccepted`).
 pub(crate) fn crd_status_with_conditions(object: &Value, established: bool, time: &str) -> Value {
     let names = object.pointer("/spec/names").cloned().unwrap_or(json!({}));
     let stored = object

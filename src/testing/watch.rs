@@ -1,11 +1,14 @@
 //! WATCH: one JSON event per line over a chunked HTTP 200 response.
 //!
-//! A stream starts in one of three ways: with the current state as `ADDED` events (no
-//! resourceVersion, `0`, or `sendInitialEvents=true`) followed by the
-//! `k8s.io/initial-events-end` bookmark when bookmarks are allowed; from a resourceVersion in
-//! the history window; or with a single `ERROR` event (too old, or a refused streaming list).
-//! It then follows the store: events pass the namespace and selectors (an object that stops
-//! matching is sent as `DELETED`, one that starts matching as `ADDED`), bookmarks come every
+//! A stream starts in one of three ways:
+//! - with the current state as `ADDED` events (no resourceVersion, `0`, or
+//!   `sendInitialEvents=true`), followed by the `k8s.io/initial-events-end` bookmark when
+//!   bookmarks are allowed;
+//! - from a resourceVersion in the history window;
+//! - with a single `ERROR` event, for a too-old resourceVersion or a rejected streaming list.
+//!
+//! It then follows the store. Events pass the namespace and selectors: an object that stops
+//! matching is sent as `DELETED`, and one that starts matching as `ADDED`. Bookmarks come every
 //! bookmark interval and once shortly before the timeout, and the stream ends cleanly at
 //! `timeoutSeconds`.
 
@@ -39,7 +42,7 @@ use super::{ExpiredWatchForm, http};
 /// The annotation that marks the bookmark closing the initial events.
 const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 
-/// How a stream begins.
+/// The start of a stream.
 enum Start {
     /// The current state as `ADDED` events, read at the current revision.
     InitialState,
@@ -129,8 +132,8 @@ async fn pick_start(
     }
 }
 
-/// The error an apiserver whose storage cannot serve streaming lists sends: at once when
-/// bookmarks are allowed, after the future-revision wait otherwise.
+/// Builds the error an apiserver whose storage cannot serve streaming lists sends: at once
+/// when bookmarks are allowed, after the future-revision wait otherwise.
 async fn refused_streaming_list(shared: &Arc<Shared>, options: &ListOptions) -> StatusError {
     if options.allow_bookmarks {
         return StatusError::internal_bare(
@@ -240,7 +243,7 @@ impl WatchSession {
             .store
             .range_at(&self.def.storage, &prefix, None, revision)
         {
-            let object = self.def.from_storage(&object);
+            let object = self.def.to_api_form(&object);
             if self.selectors.matches(&object) {
                 self.push_event("ADDED", &object);
             }
@@ -256,7 +259,7 @@ impl WatchSession {
         }
     }
 
-    /// The next chunk of the body, or `None` when the stream ends.
+    /// Produces the next chunk of the body, or `None` when the stream ends.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             let control = *self.control.borrow_and_update();
@@ -330,14 +333,14 @@ impl WatchSession {
         self.position = current;
     }
 
-    /// Queues one stored event as this watcher sees it through its namespace and selectors.
+    /// Queues one stored event as it passes this watcher's namespace and selectors.
     fn push_history_event(&mut self, event: &HistoryEvent) {
         if let Some(namespace) = &self.namespace
             && meta_str(&event.object, "namespace") != namespace
         {
             return;
         }
-        let object = self.def.from_storage(&event.object);
+        let object = self.def.to_api_form(&event.object);
         match event.kind {
             EventKind::Added => {
                 if self.selectors.matches(&object) {
@@ -353,7 +356,7 @@ impl WatchSession {
                 let previous = event
                     .previous
                     .as_ref()
-                    .map(|previous| self.def.from_storage(previous));
+                    .map(|previous| self.def.to_api_form(previous));
                 let was_matching = previous
                     .as_ref()
                     .is_some_and(|previous| self.selectors.matches(previous));
