@@ -488,10 +488,10 @@ impl TestServer {
         self.shared.end_watches();
         if history == RestartHistory::Lose {
             self.shared.write(|cluster| {
-                cluster.store.forget_history();
                 // The apiserver writes on startup (leases, endpoints), so the watch cache
                 // starts past every revision a client saw before the restart.
                 cluster.store.bump_revision();
+                cluster.store.forget_history();
             });
         }
     }
