@@ -54,14 +54,14 @@ impl<T> Informer<T> {
     async fn wait_health(
         &self,
         limit: Duration,
-        what: &str,
+        condition: &str,
         predicate: impl FnMut(&Health) -> bool,
     ) -> Health {
         match tokio::time::timeout(limit, self.health.wait_for(predicate)).await {
             Ok(Some(health)) => health,
-            Ok(None) => panic!("{what}: the reflector stopped"),
+            Ok(None) => panic!("{condition}: the reflector stopped"),
             Err(_) => panic!(
-                "{what}: not reached within {limit:?}; health: {:?}",
+                "{condition}: not reached within {limit:?}; health: {:?}",
                 self.health.get()
             ),
         }
@@ -93,8 +93,9 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Backoff of 200 ms doubling to 2 s. Tests whose point is a retry use it, so the retry comes
-/// within their time budget; the default steps add up to 24.8 s over five failures.
+/// Returns a reflector configuration with a backoff of 200 ms doubling to 2 s. Tests of
+/// retries use it so that the retries fit their time budget. The default steps add up to
+/// 24.8 s over five failures.
 fn fast_backoff() -> ReflectorConfig {
     ReflectorConfig {
         backoff: BackoffConfig {
@@ -214,7 +215,7 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8(out).expect("utf-8")
 }
 
-/// The requests for `resource` with `verb`, in order.
+/// Returns the requests for `resource` with `verb`, in order.
 fn requests(server: &TestServer, resource: &str, verb: Verb) -> Vec<RequestRecord> {
     server
         .requests()
@@ -738,7 +739,7 @@ async fn watch_timeout_rewatches() {
     let object = create_config_map(&server, "a", "x");
     informer.wait_added("a/x", PROMPT).await;
 
-    // Opening a watch updates the health, and the server logs a request before it answers,
+    // Opening a watch updates the health, and the server logs a request before it responds,
     // so this predicate sees the second watch as soon as it is open. A backoff between the
     // two watches would show as the BackingOff phase for at least 160 ms.
     let mut phases = Vec::new();
@@ -765,7 +766,7 @@ async fn watch_timeout_rewatches() {
     assert_eq!(informer.metrics.watch_restarts(&informer.name), 1);
 }
 
-/// Requirement: the default watch asks for a server timeout between 5 and 10 minutes.
+/// Requirement: the default watch requests a server timeout between 5 and 10 minutes.
 #[tokio::test]
 async fn watch_timeout_default_range() {
     let server = server_with_namespaces(TestServerConfig::default(), &["a"]).await;

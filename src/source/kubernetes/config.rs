@@ -1,4 +1,4 @@
-//! What a Kubernetes source lists and watches, and how.
+//! The configuration of a Kubernetes source: resource, scope, selectors, paging and timeouts.
 
 use std::any::TypeId;
 use std::ops::RangeInclusive;
@@ -17,7 +17,7 @@ pub const DEFAULT_WATCH_TIMEOUT: RangeInclusive<Duration> =
 /// The default time a watch may outlive its server timeout before it counts as half-open.
 pub const DEFAULT_IDLE_GRACE: Duration = Duration::from_secs(30);
 
-/// What to list and watch, and how.
+/// The resource and scope a source lists and watches, with its selectors, paging and timeouts.
 #[derive(Clone, Debug)]
 pub struct KubernetesConfig {
     /// The resource: group, version, kind and plural name.
@@ -42,6 +42,10 @@ pub struct KubernetesConfig {
     /// How long past its server timeout an open watch is kept before it counts as half-open.
     pub idle_grace: Duration,
     /// Read the first list as a stream of watch events (`sendInitialEvents=true`).
+    ///
+    /// NOTE: the whole streaming list is one [`Source::list_page`](crate::source::Source::list_page)
+    /// call, so it must finish within the reflector's `request_timeout` (30 s by default),
+    /// where a paged list gets that long per page.
     pub streaming_list: bool,
 }
 
@@ -52,8 +56,8 @@ impl KubernetesConfig {
         K: kube::Resource<DynamicType = ()>,
         K::Scope: 'static,
     {
-        // Only the scope type tells a cluster-scoped type apart: kube's `url_path` adds a
-        // namespace segment to any type.
+        // Only the scope type distinguishes a cluster-scoped type, because kube's `url_path`
+        // adds a namespace segment to any type.
         let namespaced = TypeId::of::<K::Scope>() != TypeId::of::<ClusterResourceScope>();
         Self::for_resource(ApiResource::erase::<K>(&()), namespaced)
     }

@@ -1,4 +1,4 @@
-//! Classification of the API server's answers into [`SourceError`]s.
+//! Classification of the API server's responses into [`SourceError`]s.
 //!
 //! | HTTP status                        | class       | why                                  |
 //! |------------------------------------|-------------|--------------------------------------|
@@ -9,7 +9,8 @@
 //! | 429, 5xx, other                    | `Transient` | the server is busy, restarting or failing for now |
 //! | connection and decoding failures   | `Transient` | a new connection may work            |
 //!
-//! kube's client already retries 429, 503 and 504 answers a few times before they get here.
+//! kube 5's client, with `Config::default_retry` on, retries 429, 503 and 504 responses up to
+//! 15 times before they get here.
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ impl fmt::Display for Verb {
     }
 }
 
-/// Where a Status came from.
+/// The origin of a Status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Origin {
     /// The HTTP response to the request.
@@ -66,10 +67,10 @@ impl StatusInfo {
         }
     }
 
-    /// kube-apiserver on an etcd without progress notifications (etcd 3.4) refuses a
+    /// kube-apiserver on an etcd without progress notifications (etcd 3.4) rejects a
     /// streaming list with an `ERROR` event carrying a 500 Status that names the
     /// `RequestWatchProgress` storage feature.
-    pub(super) fn refuses_streaming_list(&self) -> bool {
+    pub(super) fn rejects_streaming_list(&self) -> bool {
         self.code == 500 && self.message.contains("RequestWatchProgress")
     }
 }
@@ -129,12 +130,12 @@ impl Errors {
             reason,
             message,
         } = status;
-        let answer = match origin {
+        let received = match origin {
             Origin::Response => format!("HTTP {code} {reason}"),
             Origin::ErrorEvent => format!("an ERROR event with status {code} {reason}"),
         };
         let detail = format!(
-            "{verb} {} in {} failed with {answer}: {message}",
+            "{verb} {} in {} failed with {received}: {message}",
             self.resource, self.scope
         );
         let permanent = |action: String| SourceError::Permanent {
@@ -175,7 +176,7 @@ impl Errors {
             .map_or(self.resource.as_str(), |(plural, _)| plural)
     }
 
-    /// A request kube could not build from the configuration.
+    /// Returns the error for a request kube could not build from the configuration.
     pub(super) fn invalid_request(&self, error: kube::core::request::Error) -> SourceError {
         SourceError::Permanent {
             source_name: self.name.clone(),
@@ -185,7 +186,7 @@ impl Errors {
         }
     }
 
-    /// Something the server sent that the source cannot use.
+    /// Returns the error for something the server sent that the source cannot use.
     pub(super) fn invalid_response(&self, verb: Verb, what: String) -> SourceError {
         SourceError::Transient {
             source_name: self.name.clone(),
@@ -194,7 +195,7 @@ impl Errors {
         }
     }
 
-    /// Reading an open stream failed.
+    /// Returns the error for a failed read of an open stream.
     pub(super) fn read(&self, verb: Verb, error: std::io::Error) -> SourceError {
         SourceError::Transient {
             source_name: self.name.clone(),
@@ -206,7 +207,7 @@ impl Errors {
         }
     }
 
-    /// A stream outlived its server timeout by the idle grace without ending.
+    /// Returns the error for a stream that outlived its server timeout by the idle grace.
     pub(super) fn half_open(&self, verb: Verb, limit: Duration) -> SourceError {
         SourceError::Transient {
             source_name: self.name.clone(),
@@ -263,9 +264,9 @@ mod tests {
 
     #[test]
     fn expired_in_both_forms() {
-        let gone = status(410, "Expired", "too old resource version: 1 (626)");
+        let expired = status(410, "Expired", "too old resource version: 1 (626)");
         for origin in [Origin::Response, Origin::ErrorEvent] {
-            let error = errors().status(gone.clone(), Verb::Watch, origin);
+            let error = errors().status(expired.clone(), Verb::Watch, origin);
             assert_eq!(error.class(), ErrorClass::Expired, "{origin:?}");
         }
     }
@@ -287,6 +288,6 @@ mod tests {
         });
         let info = StatusInfo::from_event_object(&object);
         assert_eq!(info.code, 500);
-        assert!(info.refuses_streaming_list());
+        assert!(info.rejects_streaming_list());
     }
 }

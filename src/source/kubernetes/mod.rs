@@ -16,7 +16,7 @@
 //!
 //! # List
 //! A list is read in pages of at most [`KubernetesConfig::page_size`] objects (default 500)
-//! with `limit` and `continue`. The first page is a consistent read from etcd, and its
+//! with `limit` and `continue`. The first page is a consistent read, and its
 //! `resourceVersion` pins the later pages through the continue token, so the whole list is one
 //! snapshot. A continue token that expired (HTTP 410 after a compaction) is
 //! [`ErrorClass::Expired`](crate::source::ErrorClass::Expired), and the reflector lists again
@@ -26,12 +26,13 @@
 //! `sendInitialEvents=true` and `resourceVersionMatch=NotOlderThan`: `ADDED` events for the
 //! current state, then a bookmark annotated [`INITIAL_EVENTS_END`] whose `resourceVersion` is
 //! the snapshot's. The list completes at that bookmark, and the next watch from its revision
-//! continues the same stream instead of sending a new request. A server that refuses
-//! streaming lists (HTTP 422 from servers older than 1.27, or the `ERROR` event that an
-//! apiserver on etcd 3.4 sends) gets paged lists from then on.
+//! continues the same stream instead of sending a new request. A server that rejects
+//! streaming lists gets paged lists from then on. It rejects them with HTTP 422 Invalid, or,
+//! as kube-apiserver 1.36 on etcd 3.4 does, with an `ERROR` event carrying a 500 Status that
+//! names the `RequestWatchProgress` storage feature.
 //!
 //! # Watch
-//! A watch starts after the list's `resourceVersion`, allows bookmarks, and asks for a server
+//! A watch starts after the list's `resourceVersion`, allows bookmarks, and requests a server
 //! timeout drawn from [`KubernetesConfig::watch_timeout`] (5 to 10 minutes), so the watches of
 //! many sources do not all end together. When the server ends it, the stream ends without an
 //! error and the reflector watches again from the last applied revision. A bookmark is
@@ -47,8 +48,8 @@
 //! - 401 and 403 (credentials, RBAC), 404 and 405 (resource not served), 400 and 422 (invalid
 //!   selectors or options) are `Permanent`. The message names the verb, the resource and the
 //!   scope, and for a 403 the permission to grant.
-//! - 429, 5xx, connection failures and unreadable responses are `Transient`. kube's client
-//!   retries 429, 503 and 504 a few times before the source sees them.
+//! - 429, 5xx, connection failures and unreadable responses are `Transient`. kube 5's client,
+//!   with `Config::default_retry` on, retries 429, 503 and 504 up to 15 times first.
 
 mod config;
 mod error;
@@ -98,7 +99,7 @@ pub struct KubernetesSource {
     client: kube::Client,
     request: Request,
     context: Context,
-    /// Cleared for good when the server refused a streaming list.
+    /// Cleared for good when the server rejected a streaming list.
     streaming: AtomicBool,
     /// The stream of the last streaming list, kept open after its initial-events-end bookmark
     /// so that the watch that follows the list continues it.
@@ -135,6 +136,9 @@ impl KubernetesSource {
             config.scope()
         );
         let name: Arc<str> = Arc::from(name);
+        if config.namespace.is_some() && !config.namespaced {
+            warn!(source = %name, namespace = ?config.namespace, "ignoring the namespace of a cluster-scoped resource");
+        }
         KubernetesSource {
             client,
             request: Request::new(config.url_path()),
@@ -264,8 +268,8 @@ impl KubernetesSource {
                 EventType::Bookmark => {}
                 EventType::Error => {
                     let status = StatusInfo::from_event_object(&event.object);
-                    if status.refuses_streaming_list() {
-                        info!(source = %errors.name, message = %status.message, "the server refused the streaming list");
+                    if status.rejects_streaming_list() {
+                        info!(source = %errors.name, message = %status.message, "the server rejected the streaming list");
                         return Ok(None);
                     }
                     return Err(errors.status(status, Verb::Watch, Origin::ErrorEvent));
@@ -305,7 +309,7 @@ impl KubernetesSource {
     }
 }
 
-/// The page size: the reflector's limit or the source's, whichever is smaller.
+/// Returns the page size: the reflector's limit or the source's, whichever is smaller.
 fn page_limit(request: &ListRequest, config: &KubernetesConfig) -> u32 {
     let limit = u32::try_from(request.limit.max(1)).unwrap_or(u32::MAX);
     limit.min(config.page_size.max(1))
@@ -335,8 +339,8 @@ impl Source for KubernetesSource {
 
     async fn watch(&self, from: Revision) -> Result<WatchStream<Value>, SourceError> {
         let context = self.context.clone();
-        let held = self.handoff.lock().take();
-        if let Some(handoff) = held {
+        let pending_handoff = self.handoff.lock().take();
+        if let Some(handoff) = pending_handoff {
             if handoff.from == from {
                 debug!(source = %context.errors.name, from, "continuing the streaming list's stream as the watch");
                 return Ok(context.into_watch_stream(handoff.events));
