@@ -177,7 +177,7 @@ mod server {
     /// How long a test waits for the operator to reach a state before it fails.
     const WAIT: Duration = Duration::from_secs(15);
 
-    /// The user the operator authenticates as, so its requests can be told apart.
+    /// The user the operator authenticates as, which identifies its requests in the server's log.
     const OPERATOR_USER: &str = "system:serviceaccount:informer:configmap-sync";
 
     /// A test server with the CRD installed, a client for the test's own writes, and the
@@ -256,7 +256,7 @@ mod server {
             .unwrap()
         }
 
-        /// Waits until the ConfigMap `namespace/name` holds exactly `data`.
+        /// Waits until the ConfigMap `namespace/name` contains exactly `data`.
         async fn wait_data(&self, namespace: &str, name: &str, data: &[(&str, &str)]) -> ConfigMap {
             let expected = string_map(data);
             let what = format!("ConfigMap {namespace}/{name} with data {expected:?}");

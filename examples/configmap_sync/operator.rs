@@ -82,7 +82,7 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The annotation naming a ConfigMap's ConfigSet as `namespace/name`.
 pub const OWNER_ANNOTATION: &str = "informer.example.com/owner";
 
-/// The finalizer that holds a ConfigSet until its ConfigMaps are deleted.
+/// The finalizer that keeps a ConfigSet until its ConfigMaps are deleted.
 pub const FINALIZER: &str = "informer.example.com/cleanup";
 
 /// The condition type the operator writes.
@@ -91,7 +91,7 @@ pub const READY: &str = "Ready";
 /// The ConfigMap store index from owner key (`namespace/name` of a ConfigSet) to ConfigMaps.
 const OWNER_INDEX: &str = "owner";
 
-/// The most namespaces a condition message names before it only counts the rest.
+/// The maximum number of namespaces a condition message names; it counts the rest.
 const MAX_NAMED: usize = 10;
 
 /// The data to copy and the namespaces that get a copy.
@@ -121,7 +121,7 @@ pub struct ConfigSetSpec {
     pub namespaces: Vec<String>,
 }
 
-/// What the operator last observed and did.
+/// The state the operator last observed and wrote.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigSetStatus {
@@ -329,7 +329,7 @@ pub enum ReconcileError {
 // ---------------------------------------------------------------------------------------------
 // Reconcile
 
-/// What one namespace needed.
+/// The result of syncing one namespace.
 #[derive(Debug)]
 enum Outcome {
     /// The ConfigMap was already up to date.
@@ -342,6 +342,9 @@ enum Outcome {
     NamespaceMissing,
     /// The namespace is being deleted.
     NamespaceTerminating,
+    /// A write failed with 409 Conflict because the cache was behind the server. The next
+    /// reconcile, after the watch catches up, tries again.
+    Stale,
     /// A ConfigMap of that name belongs to someone else: another ConfigSet, or no ConfigSet.
     Conflict {
         /// The other owner's key, when it has an owner annotation.
@@ -440,6 +443,13 @@ impl SyncReport {
         }
     }
 
+    /// Returns true when a write was based on a stale read.
+    fn stale(&self) -> bool {
+        self.outcomes
+            .values()
+            .any(|outcome| matches!(outcome, Outcome::Stale))
+    }
+
     /// Returns true when a namespace waits for something the operator does not watch: a
     /// namespace to appear, or another owner's ConfigMap to go.
     fn waits_outside(&self) -> bool {
@@ -468,14 +478,14 @@ fn name_list(names: &[&str]) -> String {
     text
 }
 
-/// What every reconcile shares.
+/// The state every reconcile shares.
 pub struct Context {
     client: kube::Client,
     config_maps: Store<ConfigMap>,
     recorder: EventRecorder,
     retry_after: Duration,
     /// Reconciles started per ConfigSet key, for tests and logs. A key is removed when its
-    /// ConfigSet is gone, so the map holds one entry per ConfigSet.
+    /// ConfigSet is gone, so the map has one entry per ConfigSet.
     reconciles: Mutex<HashMap<Arc<str>, u64>>,
 }
 
@@ -554,6 +564,11 @@ impl Context {
             }
         }
 
+        if report.stale() {
+            // A Ready=False written now would only flap: retry once the watch caught up.
+            debug!(key = %key, "a write was based on a stale cache; retrying");
+            return Ok(Action::Requeue);
+        }
         self.write_status(config_set, &report).await?;
         if let Some(error) = report.take_error() {
             return Err(error);
@@ -587,7 +602,7 @@ impl Context {
             Err(error) => return Outcome::Failed(error),
         }
 
-        // The cache only holds labelled ConfigMaps, so read an uncached one from the server:
+        // The cache contains only labelled ConfigMaps, so read an uncached one from the server:
         // it may be ours with the label removed, someone else's, or absent.
         let live = match cached {
             Some(live) => Some(live),
@@ -610,6 +625,10 @@ impl Context {
         match self.apply_config_map(config_set, namespace, version).await {
             Ok(()) if live.is_some() => Outcome::Updated,
             Ok(()) => Outcome::Created,
+            Err(SyncError::ConfigMap {
+                source: kube::Error::Api(status),
+                ..
+            }) if status.code == 409 => Outcome::Stale,
             Err(error) => Outcome::Failed(error),
         }
     }
@@ -855,7 +874,7 @@ impl Context {
     async fn record_outcome(&self, config_set: &ConfigSet, namespace: &str, outcome: &Outcome) {
         let name = config_set.name_any();
         let (type_, reason, note) = match outcome {
-            Outcome::InSync | Outcome::Failed(_) => return,
+            Outcome::InSync | Outcome::Stale | Outcome::Failed(_) => return,
             Outcome::Created => (
                 EventType::Normal,
                 "Created",
