@@ -156,7 +156,7 @@ mod server {
 
     use informer::operator::events::{EventRecorder, EventSpec, EventType};
     use informer::operator::finalizer;
-    use informer::testing::TestServer;
+    use informer::testing::{Failure, RequestMatch, TestServer, Verb};
     use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
     use k8s_openapi::api::events::v1::Event;
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -904,7 +904,11 @@ mod server {
     async fn probes_report_readiness() {
         init_logging();
         let server = TestServer::start().await.unwrap();
-        // Without the CRD the ConfigSet list fails with 404, so the operator is not ready.
+        install_crd(&server.client().unwrap()).await;
+        // The first ConfigSet lists fail, and the reflector backs off from 800 ms on, so the
+        // operator stays unready for seconds.
+        let lists = RequestMatch::any().verb(Verb::List).resource("configsets");
+        server.fail_next(3, lists, Failure::Status(500));
         let operator = Operator::start(server.client().unwrap(), test_config());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -922,10 +926,9 @@ mod server {
             "body: {body}"
         );
 
-        install_crd(&server.client().unwrap()).await;
-        tokio::time::timeout(Duration::from_secs(60), operator.wait_ready())
+        tokio::time::timeout(WAIT, operator.wait_ready())
             .await
-            .expect("the operator becomes ready once the CRD exists");
+            .expect("the operator becomes ready once the lists succeed");
         let (code, body) = http_get(address, "/readyz").await;
         assert_eq!((code, body.as_str()), (200, "ok\n"));
         let (code, body) = http_get(address, "/metrics").await;
