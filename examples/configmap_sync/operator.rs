@@ -487,6 +487,35 @@ pub struct Context {
     /// Reconciles started per ConfigSet key, for tests and logs. A key is removed when its
     /// ConfigSet is gone, so the map has one entry per ConfigSet.
     reconciles: Mutex<HashMap<Arc<str>, u64>>,
+    /// The last status written per ConfigSet key, so a reconcile that runs before the watch
+    /// delivered that write does not write it again. Removed with the key's ConfigSet.
+    written: Mutex<HashMap<String, WrittenStatus>>,
+}
+
+/// A status the operator wrote, and the resourceVersion the write returned.
+#[derive(Clone, Debug, PartialEq)]
+struct WrittenStatus {
+    resource_version: i64,
+    generation: Option<i64>,
+    status: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+/// The result of [`Context::write_status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StatusWrite {
+    /// The status was written.
+    Written,
+    /// The status already said this, or the ConfigSet is gone.
+    Unchanged,
+    /// The write failed with 409 Conflict because the cached ConfigSet was stale.
+    Stale,
+}
+
+/// Parses a resourceVersion as the integer kube-apiserver writes.
+fn parse_version(object: &impl Resource) -> Option<i64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
 }
 
 /// Reconciles one ConfigSet key. See the module docs for what it does.
@@ -499,6 +528,7 @@ async fn reconcile(
 
     let Some(cached) = request.live() else {
         ctx.reconciles.lock().remove(&request.key);
+        ctx.written.lock().remove(&*request.key);
         ctx.delete_orphans(&request.key)
             .await
             .map_err(|source| ReconcileError::Orphans {
@@ -569,7 +599,10 @@ impl Context {
             debug!(key = %key, "a write was based on a stale cache; retrying");
             return Ok(Action::Requeue);
         }
-        self.write_status(config_set, &report).await?;
+        if self.write_status(config_set, &report).await? == StatusWrite::Stale {
+            debug!(key = %key, "the status write was based on a stale cache; retrying");
+            return Ok(Action::Requeue);
+        }
         if let Some(error) = report.take_error() {
             return Err(error);
         }
@@ -800,12 +833,13 @@ impl Context {
         }
     }
 
-    /// Writes `observedGeneration` and the `Ready` condition, unless they are unchanged.
+    /// Writes `observedGeneration` and the `Ready` condition, unless they are unchanged or are
+    /// what the operator wrote last and the cache has not caught up with.
     async fn write_status(
         &self,
         config_set: &ConfigSet,
         report: &SyncReport,
-    ) -> Result<(), SyncError> {
+    ) -> Result<StatusWrite, SyncError> {
         let generation = config_set.meta().generation;
         let (status, reason, message) = report.ready(&config_set.name_any());
         let current = config_set.condition(READY);
@@ -820,7 +854,19 @@ impl Context {
             .as_ref()
             .and_then(|status| status.observed_generation);
         if unchanged && observed == generation {
-            return Ok(());
+            return Ok(StatusWrite::Unchanged);
+        }
+        let key = config_set.key();
+        let cached_version = parse_version(config_set).unwrap_or(0);
+        let repeat = self.written.lock().get(&key).is_some_and(|written| {
+            cached_version < written.resource_version
+                && written.generation == generation
+                && (written.status, written.reason, written.message.as_str())
+                    == (status, reason, message.as_str())
+        });
+        if repeat {
+            debug!(key = %key, "the cache has not seen the last status write yet; not writing it again");
+            return Ok(StatusWrite::Unchanged);
         }
 
         let last_transition_time = match current {
@@ -831,10 +877,11 @@ impl Context {
             type_: READY.to_owned(),
             status: status.to_owned(),
             reason: reason.to_owned(),
-            message,
+            message: message.clone(),
             observed_generation: generation,
             last_transition_time,
         };
+        let ready_message = message;
         let mut conditions: Vec<Condition> = config_set
             .status
             .iter()
@@ -844,12 +891,14 @@ impl Context {
             .collect();
         conditions.push(ready);
 
-        let key = config_set.key();
         let api: Api<ConfigSet> = Api::namespaced(
             self.client.clone(),
             &config_set.namespace().unwrap_or_default(),
         );
+        // The resourceVersion makes the write fail with 409 if the cached object is stale, so
+        // conditions written by others since are not dropped.
         let patch = json!({
+            "metadata": { "resourceVersion": config_set.resource_version() },
             "status": { "observedGeneration": generation, "conditions": conditions },
         });
         match api
@@ -860,12 +909,21 @@ impl Context {
             )
             .await
         {
-            Ok(_) => {
+            Ok(updated) => {
                 info!(key = %key, status, reason, "wrote the Ready condition");
-                Ok(())
+                let written = WrittenStatus {
+                    resource_version: parse_version(&updated).unwrap_or(0),
+                    generation,
+                    status,
+                    reason,
+                    message: ready_message,
+                };
+                self.written.lock().insert(key, written);
+                Ok(StatusWrite::Written)
             }
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(StatusWrite::Stale),
             // Deleted meanwhile: there is no status left to write.
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(StatusWrite::Unchanged),
             Err(source) => Err(SyncError::Status { key, source }),
         }
     }
@@ -1066,6 +1124,7 @@ impl Operator {
             recorder: EventRecorder::new(client, REPORTING_CONTROLLER, config.instance.clone()),
             retry_after: config.retry_after,
             reconciles: Mutex::default(),
+            written: Mutex::default(),
         });
 
         let queue: WorkQueue<Arc<str>> = WorkQueue::builder(Operator::NAME)
