@@ -507,7 +507,7 @@ struct WrittenStatus {
 enum StatusWrite {
     /// The status was written.
     Written,
-    /// The status already said this, or the ConfigSet is gone.
+    /// The status already contains this condition, or the ConfigSet is gone.
     Unchanged,
     /// The write failed with 409 Conflict because the cached ConfigSet was stale.
     Stale,
