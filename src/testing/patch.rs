@@ -56,14 +56,24 @@ pub(crate) fn apply(
                 serde_json::from_value(patch.clone()).map_err(|error| {
                     StatusError::bad_request(format!("error decoding json patch: {error}"))
                 })?;
-            json_patch::patch(target, &operations).map_err(|error| {
-                let mut status = StatusError::bad_request(format!(
-                    "the server rejected our request due to an error in our request: {error}"
-                ));
-                status.code = 422;
-                status.reason = "Invalid".to_owned();
-                status
-            })
+            let mut candidate = target.clone();
+            for operation in operations.iter() {
+                if is_null_test_of_missing_member(&candidate, operation) {
+                    continue;
+                }
+                json_patch::patch(&mut candidate, std::slice::from_ref(operation)).map_err(
+                    |error| {
+                        let mut status = StatusError::bad_request(format!(
+                            "the server rejected our request due to an error in our request: {error}"
+                        ));
+                        status.code = 422;
+                        status.reason = "Invalid".to_owned();
+                        status
+                    },
+                )?;
+            }
+            *target = candidate;
+            Ok(())
         }
         PatchType::Merge | PatchType::StrategicMerge | PatchType::Apply => {
             if !patch.is_object() {
@@ -75,6 +85,25 @@ pub(crate) fn apply(
             Ok(())
         }
     }
+}
+
+/// Returns true for a `test` of `null` against an object member that does not exist. The
+/// apiserver's JSON patch library (evanphx/json-patch v4) lets it pass, although RFC 6902 and
+/// the json-patch crate fail it, and clients rely on it to check that `metadata.finalizers` is
+/// unset before they add the first finalizer.
+fn is_null_test_of_missing_member(doc: &Value, operation: &json_patch::PatchOperation) -> bool {
+    let json_patch::PatchOperation::Test(test) = operation else {
+        return false;
+    };
+    if !test.value.is_null() {
+        return false;
+    }
+    let path = test.path.to_string();
+    let Some((parent, last)) = path.rsplit_once('/') else {
+        return false;
+    };
+    let member = last.replace("~1", "/").replace("~0", "~");
+    matches!(doc.pointer(parent), Some(Value::Object(map)) if !map.contains_key(&member))
 }
 
 #[cfg(test)]
@@ -101,5 +130,23 @@ mod tests {
         let patch = json!([{"op": "test", "path": "/data/a", "value": "2"}]);
         let error = apply(PatchType::Json, &mut target, &patch).unwrap_err();
         assert_eq!(error.code, 422);
+    }
+
+    #[test]
+    fn json_patch_null_test_of_missing_member() {
+        let mut target = json!({"metadata": {"name": "a"}});
+        let patch = json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["f"]},
+        ]);
+        apply(PatchType::Json, &mut target, &patch).unwrap();
+        assert_eq!(
+            target,
+            json!({"metadata": {"name": "a", "finalizers": ["f"]}})
+        );
+
+        let error = apply(PatchType::Json, &mut target, &patch).unwrap_err();
+        assert_eq!(error.code, 422);
+        assert_eq!(target["metadata"]["finalizers"], json!(["f"]));
     }
 }
