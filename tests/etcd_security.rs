@@ -1,11 +1,12 @@
 //! TLS, client certificates and etcd users and roles against a real etcd server.
 //!
 //! The certificates are generated per test (see `support::pki`). Working setups fill the
-//! cache over TLS and authentication. Each misconfiguration (a wrong password, a client
-//! certificate from another CA, a wrong CA on the client side, a missing client certificate,
-//! a prefix outside the user's role) ends in a permanent error through the real reflector: not
-//! ready, out of sync, the error in `Health::last_error`. Every test also checks that no
-//! password and no private key text appears in any log line of the process.
+//! cache over TLS and authentication. Each misconfiguration ends in a permanent error through
+//! the real reflector, which is then not ready, out of sync, and shows the error in
+//! `Health::last_error`. The misconfigurations are a wrong password, a client certificate from
+//! another CA, a wrong CA on the client side, a missing client certificate, and a prefix
+//! outside the user's role. The tests also check that no password and no private key text
+//! appears in any log line of the process.
 
 mod support;
 
@@ -388,13 +389,13 @@ async fn invalid_tls_files() {
     assert!(text.contains("missing-ca.pem"), "{text}");
     assert!(text.contains("cannot be read"), "{text}");
 
-    // A CA file that holds a key instead of a certificate.
+    // A CA file that contains a key instead of a certificate.
     let text =
         connect_error(EtcdSource::connect(config(EtcdTls::ca_file(&pki.client.key_path))).await);
     assert!(text.contains("contains no PEM certificate"), "{text}");
     assert!(text.contains("client-key.pem"), "{text}");
 
-    // A key file that holds a certificate.
+    // A key file that contains a certificate.
     let swapped =
         EtcdTls::ca_file(&pki.ca_path).client_files(&pki.client.cert_path, &pki.client.cert_path);
     let text = connect_error(EtcdSource::connect(config(swapped)).await);

@@ -136,7 +136,8 @@ pub struct EtcdConfig {
     pub tls: Option<EtcdTls>,
 }
 
-// Written by hand so that a later field cannot leak a secret through a derived `Debug`.
+// Written by hand so that each field is shown on purpose. `Credentials` and `EtcdTls` redact
+// their own secrets.
 impl fmt::Debug for EtcdConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EtcdConfig")

@@ -70,7 +70,10 @@ impl ErrorContext {
     /// Classifies an etcd-client error of `operation`.
     pub(super) fn classify(&self, operation: Operation, error: etcd_client::Error) -> SourceError {
         let verdict = self.verdict(operation, &error);
-        let detail = format!("{operation} failed: {}", describe(&error));
+        let mut detail = format!("{operation} failed: {}", describe(&error));
+        if is_too_large(&error) {
+            detail.push_str(" (the limit is the source's max_response_bytes)");
+        }
         self.build(verdict, detail, Some(Box::new(error)))
     }
 
@@ -333,7 +336,7 @@ impl CertificateProblem {
 
 /// Returns the error's message with the messages of its sources, so that the text of a
 /// wrapped TLS or I/O error is not lost.
-fn describe(error: &etcd_client::Error) -> String {
+pub(super) fn describe(error: &etcd_client::Error) -> String {
     let mut parts = Vec::new();
     match error {
         etcd_client::Error::GRpcStatus(status) => {
@@ -358,7 +361,7 @@ fn push_chain(parts: &mut Vec<String>, error: &(dyn std::error::Error + 'static)
     }
 }
 
-/// Adds `message` unless it is empty, only says "transport error", or repeats a part.
+/// Adds `message` unless it is empty, is only "transport error", or repeats a part.
 fn push_message(parts: &mut Vec<String>, message: &str) {
     let message = message.trim().trim_start_matches("transport error: ");
     if message.is_empty() || message == "transport error" {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use etcd_client::{GetOptions, GetResponse, KeyValue};
 
 use super::EtcdSource;
-use super::error::{Operation, is_too_large};
+use super::error::{Operation, describe, is_too_large};
 use crate::metrics::Metrics;
 use crate::source::{ContinueToken, Incarnation, ListRequest, Object, Page, Revision, SourceError};
 
@@ -112,7 +112,7 @@ impl SkippedKeys {
     }
 }
 
-/// Why a range read returned no response.
+/// The failure of a range read.
 enum ReadFailure {
     /// The response exceeded `max_response_bytes`; a smaller page may fit.
     TooLarge(etcd_client::Error),
@@ -263,7 +263,7 @@ impl EtcdSource {
             revision,
             version = kv.version(),
             max_response_bytes = self.config.max_response_bytes,
-            error = %error,
+            error = %describe(error),
             "skipped a key whose value alone exceeds max_response_bytes; raise \
              max_response_bytes to read it"
         );

@@ -2,14 +2,15 @@
 //!
 //! [`EtcdSource`] lists and watches every key under [`EtcdConfig::prefix`] with the
 //! `etcd-client` crate. Values stay raw [`Bytes`]; a [decoder](crate::decode) turns them into
-//! typed values.
+//! typed values. [`EtcdConfig::new`] treats the prefix as a directory, so `"/app"` does not
+//! read `"/apple"`; see the [prefix boundaries](EtcdConfig#prefix-boundaries).
 //!
 //! # List
 //! The first page reads the prefix at the current revision and returns that revision. Every
 //! later page is pinned at it with a range read at that revision, so writes between pages are
 //! not seen and the whole list is one snapshot. The continue token is the last key of the page
 //! followed by a zero byte. When the pinned revision has been compacted, the page fails with
-//! [`ErrorClass::Expired`](crate::source::ErrorClass::Expired) and the reflector lists again.
+//! [`ErrorClass::Expired`] and the reflector lists again.
 //!
 //! Pages should be large: see [`DEFAULT_PAGE_SIZE`].
 //!
@@ -18,12 +19,18 @@
 //! [`Incarnation`](crate::source::Incarnation) is its `create_revision`, and its revision is
 //! its `mod_revision`.
 //!
-//! # Keys
-//! Cache keys are UTF-8 strings. A key that is not valid UTF-8 is skipped in lists and watches,
-//! logged at warn level and counted in the `decode_errors` metric of this source.
+//! # Skipped keys
+//! Two kinds of keys are skipped in lists and watches, logged at warn level and counted in
+//! the `decode_errors` metric of this source, while every other key goes on:
+//!
+//! - a key that is not valid UTF-8, because cache keys are UTF-8 strings;
+//! - a key whose value alone exceeds [`EtcdConfig::max_response_bytes`] (64 MiB by default),
+//!   because gRPC rejects the response that carries it. A list page above the limit is read
+//!   again in smaller pages, and a watch response above it fails as
+//!   [`ErrorClass::Expired`], so the reflector relists
+//!   and the watch resumes after the oversized change.
 //!
 //! # Connections
-//! Responses up to [`EtcdConfig::max_response_bytes`] (64 MiB by default) are accepted.
 //! HTTP/2 keep-alive pings detect a server that stops responding, such as a frozen process or a
 //! lost host, within about `keep_alive_interval + keep_alive_timeout`. A killed server is
 //! noticed at once because its connection closes.
@@ -106,7 +113,7 @@ impl EtcdSource {
     /// # Errors
     /// [`SourceError::Permanent`] for an invalid config, such as an empty prefix without
     /// [`EtcdConfig::whole_keyspace`], an `https://` endpoint without TLS settings, or a TLS
-    /// file that is missing, unreadable, not PEM, or holds a key that does not match its
+    /// file that is missing, unreadable, not PEM, or contains a key that does not match its
     /// certificate. The message names the field or file.
     pub async fn connect(config: EtcdConfig) -> Result<EtcdSource, SourceError> {
         config.validate()?;
@@ -185,10 +192,10 @@ impl EtcdSource {
     /// and returns the error to report.
     ///
     /// A server that rejects the client certificate closes the connection right after the
-    /// handshake, which etcd-client reports like a network failure. For a transient error
+    /// handshake, which etcd-client reports like a network failure. So for a transient error
     /// with an underlying cause (not a timeout), this opens one diagnostic TLS connection to
-    /// each endpoint, each within `connect_timeout`; see the `probe` module. A certificate
-    /// alert makes the error permanent.
+    /// each endpoint, each within `connect_timeout`, as the `probe` module describes. A
+    /// certificate alert makes the error permanent.
     async fn diagnose(&self, error: SourceError) -> SourceError {
         let Some(tls) = &self.tls else {
             return error;

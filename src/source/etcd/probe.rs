@@ -3,10 +3,10 @@
 //!
 //! With TLS 1.3 the client finishes its side of the handshake before the server has checked
 //! the client certificate. A server started with `--client-cert-auth` that rejects the
-//! certificate then sends an alert and closes the connection, and tonic reports only
+//! certificate then sends an alert and closes the connection, and tonic often reports only
 //! "connection closed", which reads like a network failure. To tell the two apart, the source
 //! opens one connection of its own with the same rustls configuration, sends the HTTP/2
-//! preface and reads the server's answer: a certificate alert proves the rejection.
+//! preface and reads the server's response: a certificate alert proves the rejection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ const CERTIFICATE_ALERTS: [AlertDescription; 8] = [
 ];
 
 /// Connects to `endpoint` with `tls` and returns the certificate alert the server sends, or
-/// `None` when the server answers, cannot be reached, or fails in another way within
+/// `None` when the server responds, cannot be reached, or fails in another way within
 /// `timeout`.
 pub(super) async fn certificate_alert(
     tls: &LoadedTls,

@@ -252,7 +252,7 @@ impl EtcdTls {
 /// No `Debug`: the options and the rustls configuration contain the client key.
 #[derive(Clone)]
 pub(super) struct LoadedTls {
-    /// What etcd-client connects with.
+    /// The options etcd-client connects with.
     pub(super) options: TlsOptions,
     /// The same roots and identity as a rustls configuration, for diagnostic handshakes.
     pub(super) client_config: Arc<ClientConfig>,
@@ -286,18 +286,18 @@ impl Role {
     }
 }
 
-/// Why one PEM item could not be used.
+/// The reason one PEM item cannot be used.
 struct PemProblem {
     role: Role,
     source: String,
-    what: String,
+    failure: String,
     action: String,
 }
 
 impl PemProblem {
     fn into_error(self, invalid: &impl Fn(String, String) -> SourceError) -> SourceError {
         invalid(
-            format!("the {} {} {}", self.role.name(), self.source, self.what),
+            format!("the {} {} {}", self.role.name(), self.source, self.failure),
             self.action,
         )
     }
@@ -311,7 +311,7 @@ fn read(source: &PemSource, role: Role) -> Result<Bytes, PemProblem> {
             .map_err(|error| PemProblem {
                 role,
                 source: source.describe(),
-                what: format!("cannot be read: {error}"),
+                failure: format!("cannot be read: {error}"),
                 action: format!(
                     "Check the path set in {} and that this process may read the file",
                     role.field()
@@ -326,10 +326,10 @@ fn read_certificates(
     role: Role,
 ) -> Result<(Bytes, Vec<CertificateDer<'static>>), PemProblem> {
     let pem = read(source, role)?;
-    let problem = |what: String| PemProblem {
+    let problem = |failure: String| PemProblem {
         role,
         source: source.describe(),
-        what,
+        failure,
         action: format!(
             "Set {} to PEM text with at least one \"BEGIN CERTIFICATE\" section",
             role.field()
@@ -351,14 +351,14 @@ fn read_key(source: &PemSource) -> Result<(Bytes, PrivateKeyDer<'static>), PemPr
     match PrivateKeyDer::from_pem_slice(&pem) {
         Ok(key) => Ok((pem, key)),
         Err(error) => {
-            let what = match error {
+            let failure = match error {
                 rustls_pki_types::pem::Error::NoItemsFound => "contains no PEM private key",
                 _ => "is not valid PEM",
             };
             Err(PemProblem {
                 role,
                 source: source.describe(),
-                what: what.to_owned(),
+                failure: failure.to_owned(),
                 action: "Set EtcdTls::client_key to the PKCS#8, PKCS#1 or SEC1 private key, \
                          PEM, of the client certificate"
                     .to_owned(),

@@ -11,6 +11,8 @@
 //! - the `created` response yields nothing.
 //! - a `canceled` response ends the stream with an error: [`SourceError::Expired`] when it
 //!   carries a compact revision, otherwise an error classified by its cancel reason.
+//! - a response above [`EtcdConfig::max_response_bytes`](super::EtcdConfig) ends the stream
+//!   with [`SourceError::Expired`], so the reflector relists and resumes after it.
 //!
 //! Facts measured on etcd 3.4.23 with etcd-client 0.21.1 that shape this module:
 //!
