@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -452,4 +453,108 @@ fn config_debug_hides_secrets() {
     }
     let pretty = format!("{config:#?}");
     assert!(!pretty.contains(READER_PASSWORD));
+}
+
+/// Returns the path of a built example, next to this test's binary.
+fn example_binary(name: &str) -> Option<PathBuf> {
+    let test_binary = std::env::current_exe().ok()?;
+    let profile_dir = test_binary.parent()?.parent()?;
+    let path = profile_dir.join("examples").join(name);
+    path.exists().then_some(path)
+}
+
+/// Where the example reads the password of `--user`.
+enum PasswordFrom {
+    Env,
+    File,
+}
+
+/// Runs the example against `server` for 4 s and returns its log.
+async fn run_example(
+    binary: &PathBuf,
+    server: &EtcdServer,
+    pki: &TestPki,
+    from: PasswordFrom,
+    password: &str,
+) -> String {
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .args(["--endpoints", &server.endpoint(), "--prefix", "/config"])
+        .arg("--cacert")
+        .arg(&pki.ca_path)
+        .arg("--cert")
+        .arg(&pki.client.cert_path)
+        .arg("--key")
+        .arg(&pki.client.key_path)
+        .args(["--user", READER, "--run-for", "4", "--status-every", "1"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("INFORMER_ETCD_PASSWORD");
+    match from {
+        PasswordFrom::Env => {
+            command.env("INFORMER_ETCD_PASSWORD", password);
+        }
+        PasswordFrom::File => {
+            let file = pki.write_file("password", &format!("{password}\n"));
+            command.arg("--password-file").arg(file);
+        }
+    }
+    let output = command.output().await.expect("run the example");
+    let log = String::from_utf8_lossy(&output.stdout).into_owned();
+    let errors = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "exit status {}; log:\n{log}\n{errors}",
+        output.status
+    );
+    log + &errors
+}
+
+/// The example connects with TLS, a client certificate and a user whose password comes from
+/// the environment or a file, and never prints the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_with_tls_and_auth() {
+    let Some(binary) = example_binary("etcd_config_watcher") else {
+        eprintln!(
+            "skipped: the example is not built; `cargo test --all-targets` builds it before the \
+             tests"
+        );
+        return;
+    };
+    let pki = TestPki::generate("main", "informer-client");
+    let mut server = EtcdServer::builder()
+        .tls(ServerTls::from_pki(&pki, true))
+        .start()
+        .await;
+    let mut client = server.client().await;
+    client
+        .put("/config/api", r#"{"replicas":3}"#, None)
+        .await
+        .unwrap();
+    server.enable_auth(ROOT_PASSWORD).await;
+    server.add_reader(READER, READER_PASSWORD, "/config/").await;
+
+    let log = run_example(&binary, &server, &pki, PasswordFrom::Env, READER_PASSWORD).await;
+    assert!(
+        log.contains("/config/api"),
+        "the key is reconciled; log:\n{log}"
+    );
+    assert!(
+        log.contains("in_sync=true"),
+        "the pipeline is ready; log:\n{log}"
+    );
+    assert!(!log.contains(READER_PASSWORD), "log:\n{log}");
+
+    let wrong = "wrong-pw-Mn42Qs";
+    let log = run_example(&binary, &server, &pki, PasswordFrom::File, wrong).await;
+    assert!(
+        log.contains("source failed permanently"),
+        "a wrong password is permanent; log:\n{log}"
+    );
+    assert!(log.contains("authentication failed"), "log:\n{log}");
+    assert!(!log.contains("in_sync=true"), "log:\n{log}");
+    assert!(!log.contains(wrong), "log:\n{log}");
+    for line in key_lines(&pki.client.key_pem) {
+        assert!(!log.contains(&line), "log:\n{log}");
+    }
 }
