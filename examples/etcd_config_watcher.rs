@@ -3,6 +3,9 @@
 //! ```text
 //! cargo run --example etcd_config_watcher                      # embedded in-memory source
 //! cargo run --example etcd_config_watcher -- --endpoints http://127.0.0.1:2379 --prefix /config/
+//! INFORMER_ETCD_PASSWORD=... cargo run --example etcd_config_watcher -- \
+//!     --endpoints https://10.0.0.5:2379 --cacert ca.pem --cert client.pem --key client-key.pem \
+//!     --user watcher --prefix /config/
 //! ```
 //!
 //! Without `--endpoints` it runs on the in-memory source, with a small writer that changes
@@ -10,9 +13,11 @@
 //! pipeline recover. `--listen` serves `/metrics`, `/healthz` and `/readyz`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::{Context, bail};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,7 +31,7 @@ use informer::metrics::Metrics;
 use informer::notify::{HandlerOptions, enqueue_keys};
 use informer::reflector::{HealthWatch, Reflector};
 use informer::source::Source;
-use informer::source::etcd::{EtcdConfig, EtcdSource};
+use informer::source::etcd::{Credentials, EtcdConfig, EtcdSource, EtcdTls};
 use informer::source::memory::{MemorySource, MemoryStore};
 use informer::workqueue::WorkQueue;
 use prometheus_client::registry::Registry;
@@ -42,10 +47,35 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     endpoints: Vec<String>,
 
-    /// The key prefix to watch. A prefix without a trailing '/' also matches longer names:
-    /// "/app" matches "/apple".
+    /// The key directory to watch. "/app" and "/app/" both read the keys below "/app/", and
+    /// not "/apple"; see --raw-prefix.
     #[arg(long, default_value = "/config/")]
     prefix: String,
+
+    /// Read every key that starts with --prefix byte for byte, so "/app" also reads "/apple".
+    #[arg(long)]
+    raw_prefix: bool,
+
+    /// CA certificate (PEM file) that verifies the etcd server, for https:// endpoints.
+    #[arg(long, requires = "endpoints")]
+    cacert: Option<PathBuf>,
+
+    /// Client certificate (PEM file), for servers started with --client-cert-auth.
+    #[arg(long, requires_all = ["key", "cacert"])]
+    cert: Option<PathBuf>,
+
+    /// Private key (PEM file) of the client certificate.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+
+    /// etcd user. The password comes from the INFORMER_ETCD_PASSWORD environment variable
+    /// or from --password-file, never from a flag.
+    #[arg(long, requires = "endpoints")]
+    user: Option<String>,
+
+    /// File whose first line is the password of --user.
+    #[arg(long, requires = "user")]
+    password_file: Option<PathBuf>,
 
     /// Number of reconcile workers.
     #[arg(long, default_value_t = 4)]
@@ -165,12 +195,67 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(demo_writer(store, args.prefix.clone()));
         run(source, &args, metrics).await
     } else {
-        let config = EtcdConfig::new(args.endpoints.clone(), &args.prefix);
+        let config = etcd_config(&args)?;
         let source = EtcdSource::connect(config)
             .await?
             .with_metrics(metrics.clone());
         run(source, &args, metrics).await
     }
+}
+
+/// The environment variable that carries the password of `--user`.
+const PASSWORD_VAR: &str = "INFORMER_ETCD_PASSWORD";
+
+/// Builds the etcd source's config from the flags.
+fn etcd_config(args: &Args) -> anyhow::Result<EtcdConfig> {
+    let mut config = if args.raw_prefix {
+        EtcdConfig::raw_prefix(args.endpoints.clone(), &args.prefix)
+    } else {
+        EtcdConfig::new(args.endpoints.clone(), &args.prefix)
+    };
+
+    if let Some(cacert) = &args.cacert {
+        let mut tls = EtcdTls::ca_file(cacert);
+        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+            tls = tls.client_files(cert, key);
+        }
+        config.tls = Some(tls);
+    }
+
+    let password = match (&args.password_file, std::env::var_os(PASSWORD_VAR)) {
+        (Some(_), Some(_)) => {
+            bail!("both {PASSWORD_VAR} and --password-file are set; keep only one")
+        }
+        (Some(path), None) => Some(read_password_file(path)?),
+        (None, Some(value)) => Some(
+            value
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("{PASSWORD_VAR} is not valid UTF-8"))?,
+        ),
+        (None, None) => None,
+    };
+    match (&args.user, password) {
+        (Some(user), Some(password)) => {
+            config.credentials = Some(Credentials::new(user.clone(), password));
+        }
+        (Some(user), None) => {
+            bail!("--user {user} needs a password: set {PASSWORD_VAR} or pass --password-file")
+        }
+        (None, Some(_)) => bail!("{PASSWORD_VAR} is set but --user is not; pass --user"),
+        (None, None) => {}
+    }
+    Ok(config)
+}
+
+/// Reads the password from the first line of `path`, without its line ending.
+fn read_password_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the password file {}", path.display()))?;
+    let password = text.lines().next().unwrap_or_default();
+    if password.is_empty() {
+        bail!("the password file {} is empty", path.display());
+    }
+    Ok(password.to_owned())
 }
 
 async fn run<S>(source: S, args: &Args, metrics: Metrics) -> anyhow::Result<()>

@@ -7,7 +7,13 @@
 //! the process and removes the directory.
 //!
 //! The server is a list of members so that a multi-member cluster can be added later. Today
-//! every server has exactly one member, plain HTTP and no authentication.
+//! every server has exactly one member.
+//!
+//! By default the client port speaks plain HTTP without authentication.
+//! [`EtcdServerBuilder::tls`] serves it over TLS, optionally requiring client certificates, and
+//! [`EtcdServer::enable_auth`] turns on etcd's users and roles. The harness's own clients
+//! ([`EtcdServer::client`], the health probe, compaction) then use the TLS settings and the
+//! root user's credentials.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -16,8 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use etcd_client::{Client, CompactionOptions, ConnectOptions};
+use etcd_client::{
+    Certificate, Client, CompactionOptions, ConnectOptions, Identity, Permission, TlsOptions,
+};
 use tempfile::TempDir;
+
+use super::pki::TestPki;
 
 /// The environment variable that overrides the etcd binary's path.
 pub const ETCD_BIN_VAR: &str = "INFORMER_ETCD_BIN";
@@ -37,10 +47,87 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 /// How many times a start is retried when another process took a chosen port first.
 const PORT_ATTEMPTS: usize = 5;
 
+/// The name of etcd's superuser, which must exist before authentication is enabled.
+pub const ROOT_USER: &str = "root";
+
 /// Settings of a server that [`EtcdServerBuilder::start`] starts.
 #[derive(Clone, Debug, Default)]
 pub struct EtcdServerBuilder {
     extra_args: Vec<String>,
+    tls: Option<ServerTls>,
+}
+
+/// TLS settings of the client port, and what the harness's own clients present.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// The server certificate (`--cert-file`).
+    pub cert_path: PathBuf,
+    /// The server certificate's key (`--key-file`).
+    pub key_path: PathBuf,
+    /// The CA that client certificates must chain to (`--trusted-ca-file`).
+    pub trusted_ca_path: PathBuf,
+    /// Whether every client must present a certificate signed by the trusted CA
+    /// (`--client-cert-auth`).
+    pub client_cert_auth: bool,
+    /// The CA, PEM, with which the harness's clients verify the server.
+    pub harness_ca_pem: String,
+    /// The certificate and key, PEM, that the harness's clients present.
+    pub harness_identity: (String, String),
+}
+
+impl ServerTls {
+    /// Serves with `pki`'s server certificate, trusts `pki`'s CA for client certificates, and
+    /// lets the harness connect with `pki`'s client certificate.
+    pub fn from_pki(pki: &TestPki, client_cert_auth: bool) -> ServerTls {
+        ServerTls {
+            cert_path: pki.server.cert_path.clone(),
+            key_path: pki.server.key_path.clone(),
+            trusted_ca_path: pki.ca_path.clone(),
+            client_cert_auth,
+            harness_ca_pem: pki.ca_pem.clone(),
+            harness_identity: (pki.client.cert_pem.clone(), pki.client.key_pem.clone()),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            format!("--cert-file={}", self.cert_path.display()),
+            format!("--key-file={}", self.key_path.display()),
+            format!("--trusted-ca-file={}", self.trusted_ca_path.display()),
+        ];
+        if self.client_cert_auth {
+            args.push("--client-cert-auth".to_owned());
+        }
+        args
+    }
+
+    fn client_options(&self) -> TlsOptions {
+        let (cert, key) = &self.harness_identity;
+        TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(&self.harness_ca_pem))
+            .identity(Identity::from_pem(cert, key))
+    }
+}
+
+/// How the harness's own clients reach the server.
+#[derive(Clone, Debug, Default)]
+struct HarnessAccess {
+    tls: Option<TlsOptions>,
+    /// The root user's name and password once authentication is enabled.
+    root: Option<(String, String)>,
+}
+
+impl HarnessAccess {
+    fn options(&self) -> ConnectOptions {
+        let mut options = ConnectOptions::new();
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.clone());
+        }
+        if let Some((user, password)) = &self.root {
+            options = options.with_user(user, password);
+        }
+        options
+    }
 }
 
 impl EtcdServerBuilder {
@@ -51,6 +138,12 @@ impl EtcdServerBuilder {
             "--experimental-watch-progress-notify-interval={}ms",
             interval.as_millis()
         ))
+    }
+
+    /// Serves the client port over TLS with `tls`, on `https://127.0.0.1` URLs.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Passes one more command-line argument to every member.
@@ -70,15 +163,26 @@ impl EtcdServerBuilder {
             .tempdir()
             .expect("create a temporary directory for etcd");
 
+        let mut extra_args = self.extra_args.clone();
+        let access = HarnessAccess {
+            tls: self.tls.as_ref().map(ServerTls::client_options),
+            root: None,
+        };
+        if let Some(tls) = &self.tls {
+            extra_args.extend(tls.args());
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+
         for attempt in 1..=PORT_ATTEMPTS {
-            let mut member = Member::new(dir.path(), "member0", self.extra_args.clone());
+            let mut member = Member::new(dir.path(), "member0", scheme, extra_args.clone());
             let initial_cluster = member.initial_cluster_entry();
             member.spawn(&binary, &initial_cluster, "new");
 
-            match member.wait_healthy().await {
+            match member.wait_healthy(&access).await {
                 Ok(()) => {
                     return EtcdServer {
                         members: vec![member],
+                        access,
                         dir,
                     };
                 }
@@ -99,6 +203,7 @@ impl EtcdServerBuilder {
 /// A running etcd server.
 pub struct EtcdServer {
     members: Vec<Member>,
+    access: HarnessAccess,
     // Dropped after `members`, whose drop kills the processes that use the directory.
     dir: TempDir,
 }
@@ -133,7 +238,8 @@ impl EtcdServer {
         EtcdServerBuilder::default()
     }
 
-    /// Returns the client URL of the first member, for example `http://127.0.0.1:40123`.
+    /// Returns the client URL of the first member, for example `http://127.0.0.1:40123`, or
+    /// `https://127.0.0.1:40123` with TLS.
     pub fn endpoint(&self) -> String {
         self.members[0].client_url.clone()
     }
@@ -153,11 +259,51 @@ impl EtcdServer {
         self.dir.path()
     }
 
-    /// Connects a client with etcd-client's defaults to every member.
+    /// Connects a client to every member, with the server's TLS settings and, once
+    /// authentication is enabled, as the root user.
     pub async fn client(&self) -> Client {
-        Client::connect(self.endpoints(), None)
+        Client::connect(self.endpoints(), Some(self.access.options()))
             .await
             .expect("connect to the test etcd server")
+    }
+
+    /// Creates the root user with `root_password` and enables authentication. From then on
+    /// the harness's clients authenticate as root.
+    pub async fn enable_auth(&mut self, root_password: &str) {
+        let mut client = self.client().await;
+        client
+            .user_add(ROOT_USER, root_password, None)
+            .await
+            .expect("add the root user");
+        client.role_add(ROOT_USER).await.expect("add the root role");
+        client
+            .user_grant_role(ROOT_USER, ROOT_USER)
+            .await
+            .expect("grant the root role");
+        client.auth_enable().await.expect("enable authentication");
+        self.access.root = Some((ROOT_USER.to_owned(), root_password.to_owned()));
+    }
+
+    /// Creates `user` with `password` and a role of the same name that may read every key
+    /// starting with `prefix`, and nothing else. Call it after [`EtcdServer::enable_auth`].
+    pub async fn add_reader(&self, user: &str, password: &str, prefix: &str) {
+        let mut client = self.client().await;
+        client
+            .user_add(user, password, None)
+            .await
+            .unwrap_or_else(|e| panic!("add user {user}: {e}"));
+        client
+            .role_add(user)
+            .await
+            .unwrap_or_else(|e| panic!("add role {user}: {e}"));
+        client
+            .role_grant_permission(user, Permission::read(prefix).with_prefix())
+            .await
+            .unwrap_or_else(|e| panic!("grant role {user} read on {prefix:?}: {e}"));
+        client
+            .user_grant_role(user, user)
+            .await
+            .unwrap_or_else(|e| panic!("grant role {user} to user {user}: {e}"));
     }
 
     /// Kills the first member with `SIGKILL` and waits for it to exit. The data directory and
@@ -178,7 +324,7 @@ impl EtcdServer {
         let member = &mut self.members[0];
         member.kill();
         member.spawn(&binary, &initial_cluster, "existing");
-        if let Err(failure) = member.wait_healthy().await {
+        if let Err(failure) = member.wait_healthy(&self.access).await {
             member.panic_with(failure);
         }
     }
@@ -230,8 +376,9 @@ impl Drop for Member {
 }
 
 impl Member {
-    /// Reserves two free loopback ports and lays out the member's paths under `dir`.
-    fn new(dir: &Path, name: &str, extra_args: Vec<String>) -> Member {
+    /// Reserves two free loopback ports and lays out the member's paths under `dir`. The
+    /// client URL uses `scheme`, and the peer URL plain HTTP.
+    fn new(dir: &Path, name: &str, scheme: &str, extra_args: Vec<String>) -> Member {
         // Both listeners stay bound until both ports are known, so the two ports differ. etcd
         // binds them a moment later, and `EtcdServer::start` retries if another process was
         // faster.
@@ -243,7 +390,7 @@ impl Member {
 
         Member {
             name: name.to_owned(),
-            client_url: format!("http://127.0.0.1:{client_port}"),
+            client_url: format!("{scheme}://127.0.0.1:{client_port}"),
             peer_url: format!("http://127.0.0.1:{peer_port}"),
             data_dir: dir.join(name),
             log_path: dir.join(format!("{name}.log")),
@@ -299,7 +446,7 @@ impl Member {
     }
 
     /// Polls the member with a linearizable read, which succeeds only once it has a leader.
-    async fn wait_healthy(&mut self) -> Result<(), StartFailure> {
+    async fn wait_healthy(&mut self, access: &HarnessAccess) -> Result<(), StartFailure> {
         let deadline = tokio::time::Instant::now() + HEALTH_TIMEOUT;
         loop {
             if let Some(status) = self.exit_status() {
@@ -308,7 +455,7 @@ impl Member {
                     self.log_tail()
                 )));
             }
-            if probe(&self.client_url).await {
+            if probe(&self.client_url, access).await {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -371,8 +518,9 @@ impl Member {
 }
 
 /// Returns whether a linearizable read at `url` succeeds within [`PROBE_TIMEOUT`].
-async fn probe(url: &str) -> bool {
-    let options = ConnectOptions::new()
+async fn probe(url: &str, access: &HarnessAccess) -> bool {
+    let options = access
+        .options()
         .with_connect_timeout(PROBE_TIMEOUT)
         .with_timeout(PROBE_TIMEOUT);
     let read = async {
