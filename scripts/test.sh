@@ -8,5 +8,7 @@ scripts/install-deps.sh --test
 
 cargo fmt --check
 cargo clippy --all-targets --all-features -- -D warnings
+# The smoke tests run the example binaries, which `cargo test` builds only as test harnesses.
+cargo build --examples --all-features
 cargo test --all-targets --all-features
 cargo test --doc --all-features
