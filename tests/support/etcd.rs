@@ -6,8 +6,9 @@
 //! frozen with `SIGSTOP` and thawed with `SIGCONT`, and compacted. Dropping the server kills
 //! the process and removes the directory.
 //!
-//! The server is a list of members so that a multi-member cluster can be added later. Today
-//! every server has exactly one member, plain HTTP and no authentication.
+//! [`EtcdServerBuilder::members`] starts a cluster instead: every member runs on its own loopback
+//! ports with its own data directory, and each can be killed, restarted, frozen and thawed on
+//! its own. Servers use plain HTTP and no authentication.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, CompactionOptions, ConnectOptions};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The environment variable that overrides the etcd binary's path.
 pub const ETCD_BIN_VAR: &str = "INFORMER_ETCD_BIN";
@@ -37,13 +39,36 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 /// How many times a start is retried when another process took a chosen port first.
 const PORT_ATTEMPTS: usize = 5;
 
+/// How long [`EtcdServer::leader`] waits for the cluster to elect a leader.
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Settings of a server that [`EtcdServerBuilder::start`] starts.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct EtcdServerBuilder {
     extra_args: Vec<String>,
+    members: usize,
+}
+
+impl Default for EtcdServerBuilder {
+    fn default() -> Self {
+        EtcdServerBuilder {
+            extra_args: Vec::new(),
+            members: 1,
+        }
+    }
 }
 
 impl EtcdServerBuilder {
+    /// Starts a cluster of `count` members instead of a single server.
+    ///
+    /// # Panics
+    /// If `count` is 0.
+    pub fn members(mut self, count: usize) -> Self {
+        assert!(count > 0, "an etcd cluster needs at least one member");
+        self.members = count;
+        self
+    }
+
     /// Makes the server send a progress notification to every idle watch that requested them
     /// this often (`--experimental-watch-progress-notify-interval`, 10 minutes by default).
     pub fn watch_progress_notify_interval(self, interval: Duration) -> Self {
@@ -59,37 +84,75 @@ impl EtcdServerBuilder {
         self
     }
 
-    /// Starts a one-member server on free loopback ports and waits until it serves reads.
+    /// Starts the server, or every member of the cluster, on free loopback ports and waits
+    /// until every member serves linearizable reads.
     ///
     /// # Panics
-    /// If the etcd binary is missing, or the server does not become healthy within 30 s.
+    /// If the etcd binary is missing, or a member does not become healthy within 30 s.
     pub async fn start(self) -> EtcdServer {
         let binary = etcd_binary();
         let dir = tempfile::Builder::new()
             .prefix("informer-etcd-")
             .tempdir()
             .expect("create a temporary directory for etcd");
+        // A token unique to this cluster, so a member never joins another test's cluster that
+        // happens to reuse a port.
+        let token = dir
+            .path()
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "informer-test".to_owned());
 
         for attempt in 1..=PORT_ATTEMPTS {
-            let mut member = Member::new(dir.path(), "member0", self.extra_args.clone());
-            let initial_cluster = member.initial_cluster_entry();
-            member.spawn(&binary, &initial_cluster, "new");
+            let ports = reserve_ports(2 * self.members);
+            let mut members: Vec<Member> = (0..self.members)
+                .map(|i| {
+                    Member::new(
+                        dir.path(),
+                        &format!("member{i}"),
+                        (ports[2 * i], ports[2 * i + 1]),
+                        &token,
+                        self.extra_args.clone(),
+                    )
+                })
+                .collect();
+            let initial_cluster = initial_cluster(&members);
+            for member in &mut members {
+                member.spawn(&binary, &initial_cluster, "new");
+            }
 
-            match member.wait_healthy().await {
-                Ok(()) => {
-                    return EtcdServer {
-                        members: vec![member],
-                        dir,
-                    };
+            // Members of a new cluster wait for each other, so all are polled at once.
+            let results =
+                futures::future::join_all(members.iter_mut().map(Member::wait_healthy)).await;
+            let mut port_race = false;
+            let mut failure = None;
+            for (index, result) in results.into_iter().enumerate() {
+                match result {
+                    Ok(()) => {}
+                    Err(StartFailure::Exited(log)) if log.contains("address already in use") => {
+                        port_race = true;
+                    }
+                    Err(other) => failure = failure.or(Some((index, other))),
                 }
-                Err(StartFailure::Exited(log)) if log.contains("address already in use") => {
-                    eprintln!("etcd lost a port race on attempt {attempt}, retrying");
-                    drop(member);
-                    remove_dir_if_exists(&dir.path().join("member0"));
-                    // The next attempt's log must not repeat this attempt's bind error.
-                    let _ = fs::remove_file(dir.path().join("member0.log"));
+            }
+            if let Some((index, failure)) = failure {
+                for member in &mut members {
+                    member.kill();
                 }
-                Err(failure) => member.panic_with(failure),
+                members[index].panic_with(failure);
+            }
+            if !port_race {
+                return EtcdServer { members, dir };
+            }
+
+            eprintln!("etcd lost a port race on attempt {attempt}, retrying");
+            for member in members {
+                let data_dir = member.data_dir.clone();
+                let log_path = member.log_path.clone();
+                drop(member);
+                remove_dir_if_exists(&data_dir);
+                // The next attempt's log must not repeat this attempt's bind error.
+                let _ = fs::remove_file(log_path);
             }
         }
         panic!("etcd could not bind free loopback ports after {PORT_ATTEMPTS} attempts");
@@ -106,6 +169,7 @@ pub struct EtcdServer {
 /// One etcd process with its ports, data directory and log file.
 struct Member {
     name: String,
+    token: String,
     client_url: String,
     peer_url: String,
     data_dir: PathBuf,
@@ -143,6 +207,21 @@ impl EtcdServer {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }
 
+    /// Returns the number of members.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Returns the client URL of member `index`.
+    pub fn member_endpoint(&self, index: usize) -> String {
+        self.members[index].client_url.clone()
+    }
+
+    /// Returns whether member `index` has a process, running or frozen.
+    pub fn is_running(&self, index: usize) -> bool {
+        self.members[index].process.is_some()
+    }
+
     /// Returns the process id of the first member, or `None` after [`EtcdServer::kill`].
     pub fn pid(&self) -> Option<u32> {
         self.members[0].process.as_ref().map(Child::id)
@@ -153,9 +232,9 @@ impl EtcdServer {
         self.dir.path()
     }
 
-    /// Connects a client with etcd-client's defaults to every member.
+    /// Connects a client with etcd-client's defaults to every member that has a process.
     pub async fn client(&self) -> Client {
-        Client::connect(self.endpoints(), None)
+        Client::connect(self.live_endpoints(), None)
             .await
             .expect("connect to the test etcd server")
     }
@@ -163,7 +242,13 @@ impl EtcdServer {
     /// Kills the first member with `SIGKILL` and waits for it to exit. The data directory and
     /// the ports stay reserved for [`EtcdServer::restart`].
     pub fn kill(&mut self) {
-        self.members[0].kill();
+        self.kill_member(0);
+    }
+
+    /// Kills member `index` with `SIGKILL` and waits for it to exit. The data directory and
+    /// the ports stay reserved for [`EtcdServer::restart_member`].
+    pub fn kill_member(&mut self, index: usize) {
+        self.members[index].kill();
     }
 
     /// Starts the first member again with the same data directory and ports, killing it first
@@ -173,9 +258,18 @@ impl EtcdServer {
     /// If the server does not become healthy within 30 s, for example because another process
     /// took its port while it was down.
     pub async fn restart(&mut self) {
+        self.restart_member(0).await;
+    }
+
+    /// Starts member `index` again with the same data directory and ports, killing it first if
+    /// it still runs, and waits until it serves linearizable reads, which needs a leader.
+    ///
+    /// # Panics
+    /// As [`EtcdServer::restart`].
+    pub async fn restart_member(&mut self, index: usize) {
         let binary = etcd_binary();
-        let initial_cluster = self.initial_cluster();
-        let member = &mut self.members[0];
+        let initial_cluster = initial_cluster(&self.members);
+        let member = &mut self.members[index];
         member.kill();
         member.spawn(&binary, &initial_cluster, "existing");
         if let Err(failure) = member.wait_healthy().await {
@@ -186,12 +280,22 @@ impl EtcdServer {
     /// Freezes the first member with `SIGSTOP`. Its sockets stay open but nothing responds,
     /// as on a hung host.
     pub fn stop_process(&self) {
-        self.members[0].signal("-STOP");
+        self.stop_member(0);
+    }
+
+    /// Freezes member `index` with `SIGSTOP`.
+    pub fn stop_member(&self, index: usize) {
+        self.members[index].signal("-STOP");
     }
 
     /// Thaws the first member with `SIGCONT` after [`EtcdServer::stop_process`].
     pub fn continue_process(&self) {
-        self.members[0].signal("-CONT");
+        self.continue_member(0);
+    }
+
+    /// Thaws member `index` with `SIGCONT` after [`EtcdServer::stop_member`].
+    pub fn continue_member(&self, index: usize) {
+        self.members[index].signal("-CONT");
     }
 
     /// Compacts the history up to `revision` and waits until the compaction is applied, so
@@ -214,13 +318,96 @@ impl EtcdServer {
         response.header().expect("a response header").revision()
     }
 
-    fn initial_cluster(&self) -> String {
-        self.members
-            .iter()
-            .map(Member::initial_cluster_entry)
-            .collect::<Vec<_>>()
-            .join(",")
+    /// Returns the index of the member that leads the cluster, waiting up to 20 s for the
+    /// running members to agree on one.
+    ///
+    /// # Panics
+    /// If no running member reports a leader that is running within 20 s.
+    pub async fn leader(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + ELECTION_TIMEOUT;
+        loop {
+            if let Some(leader) = self.find_leader().await {
+                return leader;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the etcd cluster {:?} elected no leader within {ELECTION_TIMEOUT:?}",
+                self.endpoints()
+            );
+            tokio::time::sleep(PROBE_INTERVAL * 5).await;
+        }
     }
+
+    /// Asks every running member for its own id and its leader's id, and returns the index of
+    /// the member whose id is the leader's.
+    async fn find_leader(&self) -> Option<usize> {
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for (index, member) in self.members.iter().enumerate() {
+            if member.process.is_none() {
+                continue;
+            }
+            let Some((member_id, leader_id)) = status(&member.client_url).await else {
+                continue;
+            };
+            ids.push((index, member_id));
+            if leader_id != 0 {
+                leader = Some(leader_id);
+            }
+        }
+        let leader = leader?;
+        ids.into_iter()
+            .find(|(_, member_id)| *member_id == leader)
+            .map(|(index, _)| index)
+    }
+
+    /// Returns the number of watchers open on member `index`, from its
+    /// `etcd_debugging_mvcc_watcher_total` gauge, or `None` when the member does not answer.
+    pub async fn watchers(&self, index: usize) -> Option<u64> {
+        let metrics = http_get(&self.members[index].client_url, "/metrics").await?;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+    }
+
+    fn live_endpoints(&self) -> Vec<String> {
+        let live: Vec<String> = self
+            .members
+            .iter()
+            .filter(|member| member.process.is_some())
+            .map(|member| member.client_url.clone())
+            .collect();
+        if live.is_empty() {
+            // Every member is down: the caller's request fails as it would against a dead server.
+            self.endpoints()
+        } else {
+            live
+        }
+    }
+}
+
+fn initial_cluster(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(Member::initial_cluster_entry)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Binds `count` distinct free loopback ports and returns them once all are known.
+///
+/// Every listener stays bound until all ports are known, so no two ports are equal. etcd binds
+/// them a moment later, and `EtcdServerBuilder::start` retries if another process was faster.
+fn reserve_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("a bound port").port())
+        .collect()
 }
 
 impl Drop for Member {
@@ -230,19 +417,17 @@ impl Drop for Member {
 }
 
 impl Member {
-    /// Reserves two free loopback ports and lays out the member's paths under `dir`.
-    fn new(dir: &Path, name: &str, extra_args: Vec<String>) -> Member {
-        // Both listeners stay bound until both ports are known, so the two ports differ. etcd
-        // binds them a moment later, and `EtcdServer::start` retries if another process was
-        // faster.
-        let client = TcpListener::bind("127.0.0.1:0").expect("bind a free client port");
-        let peer = TcpListener::bind("127.0.0.1:0").expect("bind a free peer port");
-        let client_port = client.local_addr().expect("client port").port();
-        let peer_port = peer.local_addr().expect("peer port").port();
-        drop((client, peer));
-
+    /// Lays out a member with the given client and peer ports under `dir`.
+    fn new(
+        dir: &Path,
+        name: &str,
+        (client_port, peer_port): (u16, u16),
+        token: &str,
+        extra_args: Vec<String>,
+    ) -> Member {
         Member {
             name: name.to_owned(),
+            token: token.to_owned(),
             client_url: format!("http://127.0.0.1:{client_port}"),
             peer_url: format!("http://127.0.0.1:{peer_port}"),
             data_dir: dir.join(name),
@@ -282,6 +467,8 @@ impl Member {
             .arg(initial_cluster)
             .arg("--initial-cluster-state")
             .arg(cluster_state)
+            .arg("--initial-cluster-token")
+            .arg(&self.token)
             .arg("--logger")
             .arg("zap")
             .arg("--log-level")
@@ -380,6 +567,38 @@ async fn probe(url: &str) -> bool {
         client.get("health", None).await
     };
     matches!(tokio::time::timeout(PROBE_TIMEOUT, read).await, Ok(Ok(_)))
+}
+
+/// Returns a member's own id and its leader's id (0 when it has none), or `None` when the
+/// member does not answer within [`PROBE_TIMEOUT`].
+async fn status(url: &str) -> Option<(u64, u64)> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(PROBE_TIMEOUT)
+        .with_timeout(PROBE_TIMEOUT);
+    let read = async {
+        let mut client = Client::connect([url], Some(options)).await?;
+        client.status().await
+    };
+    let response = tokio::time::timeout(PROBE_TIMEOUT, read).await.ok()?.ok()?;
+    let member_id = response.header()?.member_id();
+    Some((member_id, response.leader()))
+}
+
+/// Sends an HTTP/1.0 GET for `path` to the server at `url` (`http://host:port`) and returns
+/// the body, or `None` when the server does not answer within [`PROBE_TIMEOUT`].
+async fn http_get(url: &str, path: &str) -> Option<String> {
+    let address = url.strip_prefix("http://")?;
+    let request = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        let head = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let response = String::from_utf8(response).ok()?;
+        let (_, body) = response.split_once("\r\n\r\n")?;
+        Some(body.to_owned())
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, request).await.ok()?
 }
 
 /// Returns the etcd binary: `$INFORMER_ETCD_BIN`, or `/usr/bin/etcd`.
