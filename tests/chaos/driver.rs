@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, GetResponse, Txn, TxnOp,
+    TxnOpResponse,
 };
 use tokio::time::Instant;
 
@@ -17,6 +18,10 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The pause between two attempts of a failed write.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The largest response the driver accepts: a range read of every key, whose values can be as
+/// large as 64 KiB each.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Every value the driver sent, and which of them etcd acknowledged at which revision.
 #[derive(Debug, Default)]
@@ -112,49 +117,64 @@ impl Driver {
     /// Reads every key under the prefix with one linearizable range read, and returns them with
     /// the read's revision.
     pub async fn read_all(&mut self) -> (BTreeMap<String, Stored>, i64) {
+        let response = self
+            .read(PREFIX, Some(GetOptions::new().with_prefix()))
+            .await;
+        let revision = header_revision(response.header());
+        let keys = response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let key = kv.key_str().expect("UTF-8 key").to_owned();
+                let stored = Stored {
+                    value: kv.value_str().expect("UTF-8 value").to_owned(),
+                    revision: kv.mod_revision(),
+                    created: kv.create_revision(),
+                };
+                (key, stored)
+            })
+            .collect();
+        (keys, revision)
+    }
+
+    /// Returns the current revision of the store, from a linearizable read of one key.
+    pub async fn revision(&mut self) -> i64 {
+        let response = self.read("health", None).await;
+        header_revision(response.header())
+    }
+
+    /// Sends a range read until it succeeds.
+    ///
+    /// # Panics
+    /// If every attempt fails for [`WRITE_DEADLINE`].
+    async fn read(&mut self, key: &str, options: Option<GetOptions>) -> GetResponse {
         let deadline = Instant::now() + WRITE_DEADLINE;
         loop {
             let result = async {
-                let client = self.client().await?;
-                client
-                    .get(PREFIX, Some(GetOptions::new().with_prefix()))
-                    .await
+                let mut kv = self
+                    .client()
+                    .await?
+                    .kv_client()
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES);
+                kv.get(key, options.clone()).await
             }
             .await;
             match result {
                 Ok(response) => {
-                    let revision = response.header().map_or(0, |h| h.revision());
-                    let keys = response
-                        .kvs()
-                        .iter()
-                        .map(|kv| {
-                            let key = kv.key_str().expect("UTF-8 key").to_owned();
-                            let stored = Stored {
-                                value: kv.value_str().expect("UTF-8 value").to_owned(),
-                                revision: kv.mod_revision(),
-                                created: kv.create_revision(),
-                            };
-                            (key, stored)
-                        })
-                        .collect();
+                    let revision = header_revision(response.header());
                     self.history.last_revision = self.history.last_revision.max(revision);
-                    return (keys, revision);
+                    return response;
                 }
                 Err(error) => {
                     assert!(
                         Instant::now() < deadline,
-                        "reading {PREFIX} failed for {WRITE_DEADLINE:?}: {error}"
+                        "reading {key} failed for {WRITE_DEADLINE:?}: {error}"
                     );
                     self.client = None;
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
         }
-    }
-
-    /// Returns the current revision of the store.
-    pub async fn revision(&mut self) -> i64 {
-        self.read_all().await.1
     }
 
     async fn client(&mut self) -> Result<&mut Client, etcd_client::Error> {

@@ -32,6 +32,11 @@ const HOT_KEYS: usize = 20;
 /// than the proxy's truncation threshold.
 pub const LARGE_VALUE_BYTES: usize = 8 * 1024;
 
+/// The size of the values of a [`Fault::Backlog`]. A few hundred of them exceed what HTTP/2
+/// flow control, the kernel's socket buffers and etcd's queue of 128 responses per watch
+/// stream hold together, so etcd can no longer send to the watch.
+const BACKLOG_VALUE_BYTES: usize = 64 * 1024;
+
 /// Where etcd runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topology {
@@ -118,6 +123,11 @@ pub enum Fault {
     Truncate { write: Write },
     /// Compact at the current revision while the source is connected.
     CompactLive,
+    /// Hold back the server's responses at the proxy, as a slow client would, while `writes`
+    /// of large values fill etcd's send buffers for the watch, then compact at the current
+    /// revision and let the responses flow again. etcd moves a watch it cannot send to aside,
+    /// and cancels it when the history it still owes is compacted.
+    Backlog { writes: Vec<Write> },
     /// SIGKILL the cluster's leader, send `writes` to the rest, wait until the cache has them,
     /// and start the member again no earlier than `down` after the kill.
     KillLeader { down: Duration, writes: Vec<Write> },
@@ -144,6 +154,7 @@ impl Fault {
             Fault::CompactWhileCut { .. } => "compact-while-cut",
             Fault::Truncate { .. } => "truncate",
             Fault::CompactLive => "compact-live",
+            Fault::Backlog { .. } => "backlog",
             Fault::KillLeader { .. } => "kill-leader",
             Fault::KillWatchMember { .. } => "kill-watch-member",
             Fault::FreezeWatchMember { .. } => "freeze-watch-member",
@@ -187,13 +198,14 @@ pub struct Plan {
 }
 
 /// The fault kinds of a single server. Each appears in every fast single-server plan.
-const SINGLE_FAULTS: [&str; 6] = [
+const SINGLE_FAULTS: [&str; 7] = [
     "kill",
     "freeze",
     "cut",
     "compact-while-cut",
     "truncate",
     "compact-live",
+    "backlog",
 ];
 
 impl Plan {
@@ -263,6 +275,7 @@ impl Plan {
         let in_faults = |fault: &Fault| match fault {
             Fault::Cut { writes, .. }
             | Fault::CompactWhileCut { writes, .. }
+            | Fault::Backlog { writes }
             | Fault::KillLeader { writes, .. }
             | Fault::KillWatchMember { writes, .. }
             | Fault::FreezeWatchMember { writes, .. } => writes.len(),
@@ -372,6 +385,11 @@ fn fault(kind: &str, rng: &mut StdRng, writer: &mut WriteGen, timing: Timing) ->
             write: writer.large_txn(rng),
         },
         "compact-live" => Fault::CompactLive,
+        "backlog" => Fault::Backlog {
+            writes: (0..rng.random_range(200..400))
+                .map(|_| writer.large_put(rng, BACKLOG_VALUE_BYTES))
+                .collect(),
+        },
         "kill-leader" => Fault::KillLeader {
             down: millis(rng, 1000, 3000),
             writes: writes(rng, writer, 20, 100),
@@ -484,6 +502,14 @@ impl WriteGen {
             success,
             failure,
         }
+    }
+
+    /// Returns a put of a large value.
+    fn large_put(&mut self, rng: &mut StdRng, size: usize) -> Write {
+        let key = self.key(rng);
+        let value = self.value(rng, size);
+        self.last_value.insert(key.clone(), value.clone());
+        Write::Single(KeyWrite::Put { key, value })
     }
 
     /// Returns an unconditional transaction that puts large values to 2 to 4 keys.

@@ -174,6 +174,13 @@ impl Harness {
                 let revision = self.driver.revision().await;
                 self.server.compact(revision).await;
             }
+            Fault::Backlog { writes } => {
+                self.proxy().pause_responses();
+                self.driver.write_all(writes).await;
+                let revision = self.driver.revision().await;
+                self.server.compact(revision).await;
+                self.proxy().resume_responses();
+            }
             Fault::KillLeader { down, writes } => {
                 let leader = self.server.leader().await;
                 let until = Instant::now() + *down;
