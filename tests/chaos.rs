@@ -1,10 +1,12 @@
 //! Convergence of the whole pipeline under faults, against real etcd, from seeded plans.
 //!
 //! Each run draws a plan from its seed (see `chaos/plan.rs`): random puts, deletes and
-//! multi-key transactions over a few hundred keys, with faults between them: SIGKILL and
-//! restart, SIGSTOP and SIGCONT, a cut watch connection, a watch response cut in the middle, a
-//! compaction while the watch is cut, and on a three-member cluster the loss of the leader or
-//! of the member serving the watch. After the writes stop and the pipeline settles, the run
+//! multi-key transactions over a few hundred keys, with faults between them. On one server the
+//! faults are SIGKILL and restart, SIGSTOP and SIGCONT, a cut watch connection, a watch
+//! response cut in the middle, a compaction while the watch is cut, a compaction while it is
+//! up, and a slow client whose watch etcd cancels after a compaction. On a three-member
+//! cluster they are the loss of the leader and the loss or freeze of the member serving the
+//! watch. After the writes stop and the pipeline settles, the run
 //! checks that the cache equals etcd, that every key's last reconcile saw its final state, that
 //! no key was reconciled twice at once, and that no reconcile saw an older revision than an
 //! earlier one.

@@ -22,7 +22,7 @@ const QUIET: Duration = Duration::from_millis(300);
 
 const POLL: Duration = Duration::from_millis(20);
 
-/// The most problems one failure message lists.
+/// The maximum number of problems one failure message lists.
 const REPORTED_PROBLEMS: usize = 20;
 
 /// Which checks [`settle_and_check`] runs.

@@ -4,8 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, GetResponse, Txn, TxnOp,
-    TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, GetResponse, Txn, TxnOp, TxnOpResponse,
 };
 use tokio::time::Instant;
 
@@ -54,7 +53,7 @@ pub struct Stored {
 pub struct Driver {
     endpoints: Vec<String>,
     /// An endpoint the driver avoids while its member is down or frozen. A frozen member
-    /// accepts connections but answers nothing, so each request sent to it would wait for the
+    /// accepts connections but responds to nothing, so each request sent to it would wait for the
     /// whole request timeout.
     avoided: Option<String>,
     client: Option<Client>,

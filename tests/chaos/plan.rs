@@ -7,9 +7,9 @@
 //! many watch responses a fault interrupts, and whether a write sent while a member dies was
 //! applied.
 //!
-//! The seed also picks the setup: seeds with `seed % 4 == 3` run on a three-member cluster,
-//! seeds with `seed % 4 == 2` run on one server with the reflector's and the source's default
-//! timeouts and backoff, and the others run on one server with short timeouts and backoff.
+//! The seed also picks the setup. Seeds with `seed % 4 == 3` run on a three-member cluster.
+//! Seeds with `seed % 4 == 2` run on one server with the default timeouts and backoff of the
+//! reflector and the source. The others run on one server with short timeouts and backoff.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -80,7 +80,7 @@ pub enum Condition {
     Exists(String),
     /// The key does not exist.
     Missing(String),
-    /// The key holds this value: the last value the plan wrote to it.
+    /// The key contains this value: the last value the plan wrote to it.
     ValueIs(String, String),
 }
 

@@ -28,8 +28,8 @@ use super::pipeline::{Pipeline, ReconcilerBehaviour, Recording};
 use super::plan::PREFIX;
 use crate::support::etcd::EtcdServer;
 
-/// The most the average resident memory of the last third of the samples may exceed that of
-/// the first third.
+/// The maximum ratio of the average resident memory of the last third of the samples to that
+/// of the first third.
 pub const RSS_GROWTH_LIMIT: f64 = 1.2;
 
 /// Keys that the writers hammer.

@@ -362,7 +362,7 @@ impl EtcdServer {
     }
 
     /// Returns the number of watchers open on member `index`, from its
-    /// `etcd_debugging_mvcc_watcher_total` gauge, or `None` when the member does not answer.
+    /// `etcd_debugging_mvcc_watcher_total` gauge, or `None` when the member does not respond.
     pub async fn watchers(&self, index: usize) -> Option<u64> {
         let metrics = http_get(&self.members[index].client_url, "/metrics").await?;
         metrics
@@ -570,7 +570,7 @@ async fn probe(url: &str) -> bool {
 }
 
 /// Returns a member's own id and its leader's id (0 when it has none), or `None` when the
-/// member does not answer within [`PROBE_TIMEOUT`].
+/// member does not respond within [`PROBE_TIMEOUT`].
 async fn status(url: &str) -> Option<(u64, u64)> {
     let options = ConnectOptions::new()
         .with_connect_timeout(PROBE_TIMEOUT)
@@ -585,7 +585,7 @@ async fn status(url: &str) -> Option<(u64, u64)> {
 }
 
 /// Sends an HTTP/1.0 GET for `path` to the server at `url` (`http://host:port`) and returns
-/// the body, or `None` when the server does not answer within [`PROBE_TIMEOUT`].
+/// the body, or `None` when the server does not respond within [`PROBE_TIMEOUT`].
 async fn http_get(url: &str, path: &str) -> Option<String> {
     let address = url.strip_prefix("http://")?;
     let request = async {
