@@ -6,10 +6,9 @@
 //! response cut in the middle, a compaction while the watch is cut, a compaction while it is
 //! up, and a slow client whose watch etcd cancels after a compaction. On a three-member
 //! cluster they are the loss of the leader and the loss or freeze of the member serving the
-//! watch. After the writes stop and the pipeline settles, the run
-//! checks that the cache equals etcd, that every key's last reconcile saw its final state, that
-//! no key was reconciled twice at once, and that no reconcile saw an older revision than an
-//! earlier one.
+//! watch. After the writes stop and the pipeline settles, the run checks that the cache equals
+//! etcd, that every key's last reconcile saw its final state, that no key was reconciled twice
+//! at once, and that no reconcile saw an older revision than an earlier one.
 //!
 //! The default run plays a few fixed seeds. Long modes:
 //!
@@ -41,9 +40,11 @@ use std::time::Duration;
 use plan::Plan;
 use soak::SoakSettings;
 
-/// Seeds to replay or play in the long mode.
+/// The one seed `chaos_from_env` replays.
 const SEED_VAR: &str = "INFORMER_CHAOS_SEED";
+/// The number of seeds `chaos_from_env` plays one after another.
 const SEEDS_VAR: &str = "INFORMER_CHAOS_SEEDS";
+/// The first of those seeds, 1 by default.
 const FIRST_SEED_VAR: &str = "INFORMER_CHAOS_FIRST_SEED";
 
 /// Turns the long soak on when set to `1`.
