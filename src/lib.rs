@@ -30,6 +30,9 @@ pub mod controller;
 pub mod decode;
 pub mod metrics;
 pub mod notify;
+pub mod operator;
 pub mod reflector;
 pub mod source;
+#[cfg(feature = "test-server")]
+pub mod testing;
 pub mod workqueue;

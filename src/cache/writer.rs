@@ -18,7 +18,7 @@ pub struct Writer<V, D: Decoder<V>> {
     _value: PhantomData<fn(V)>,
 }
 
-/// What a finished relist changed.
+/// The counts of changes a finished relist applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RelistSummary {
     /// Keys that were not cached before.
@@ -246,7 +246,7 @@ fn current_revision<T>(state: &State<T>, key: &str) -> Option<Revision> {
     good.max(bad)
 }
 
-/// Marks `object`'s key as seen in this relist when the cache already holds this exact version.
+/// Marks `object`'s key as seen in this relist when the cache already contains this exact version.
 fn mark_if_unchanged<T, V>(state: &State<T>, object: &Object<V>, epoch: u64) -> bool {
     let same = |revision: Revision, incarnation: &Incarnation| {
         revision == object.revision && *incarnation == object.incarnation

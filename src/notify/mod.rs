@@ -125,7 +125,7 @@ where
     }
 }
 
-/// How a handler is registered.
+/// Registration options of a handler.
 #[derive(Clone, Debug)]
 pub struct HandlerOptions {
     /// The handler's name in logs and metrics.
@@ -157,7 +157,7 @@ struct Pending<T> {
 }
 
 /// A handler's bounded buffer. Invariant: every key in `pending` is in `order` exactly once,
-/// and `order` holds no other key, so both are bounded by the number of distinct keys.
+/// and `order` contains no other key, so both are bounded by the number of distinct keys.
 struct Buffer<T> {
     order: VecDeque<Arc<str>>,
     pending: HashMap<Arc<str>, Pending<T>>,

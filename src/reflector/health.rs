@@ -6,7 +6,7 @@ use tokio::sync::watch;
 
 use crate::source::{ErrorClass, Revision};
 
-/// What the reflector is doing.
+/// The reflector's current activity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// Reading a full snapshot.
@@ -22,7 +22,7 @@ pub enum Phase {
 /// The last error a reflector met.
 #[derive(Clone, Debug)]
 pub struct LastError {
-    /// How the error was handled.
+    /// The error's class, which decided how it was handled.
     pub class: ErrorClass,
     /// The error's message, naming the source.
     pub message: Arc<str>,
@@ -36,7 +36,7 @@ pub struct Health {
     /// Live: false while a relist is pending, after a permanent error, or while the watch has
     /// been down longer than [`super::ReflectorConfig::out_of_sync_after`].
     pub in_sync: bool,
-    /// What the reflector is doing now.
+    /// The reflector's current activity.
     pub phase: Phase,
     /// The revision the cache reflects.
     pub revision: Revision,
@@ -83,7 +83,7 @@ impl HealthWatch {
         self.receiver.borrow().ready()
     }
 
-    /// Waits until `predicate` holds and returns the health that satisfied it. Returns `None`
+    /// Waits until `predicate` returns true and returns the health that satisfied it. Returns `None`
     /// when the reflector was dropped first.
     ///
     /// # Cancel safety

@@ -59,7 +59,7 @@ pub struct ReflectorConfig {
     /// speed of an unpaged read: etcd counts every remaining key for each limited range, so
     /// small pages make large lists slow.
     pub page_size: usize,
-    /// The longest wait for one list page or for opening a watch.
+    /// The maximum wait for one list page or for opening a watch.
     pub request_timeout: Duration,
     /// How long the watch may be down before [`Health::in_sync`] turns false.
     pub out_of_sync_after: Duration,
@@ -81,7 +81,7 @@ impl Default for ReflectorConfig {
     }
 }
 
-/// Where the state machine goes next.
+/// The state machine's next step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Read a full snapshot and apply the difference.
@@ -92,7 +92,7 @@ enum State {
     Wait { until: Instant, next: Next },
 }
 
-/// Where a wait leads.
+/// The step after a wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Next {
     List,
@@ -473,7 +473,7 @@ where
     }
 }
 
-/// Why a watch ended.
+/// The reason a watch ended.
 enum WatchEnd {
     Error(SourceError),
     /// The server closed the stream without an error.

@@ -122,7 +122,7 @@ pub struct ListRequest {
     /// `None` for the first page. For later pages, the revision the first page returned, so the
     /// whole list is one snapshot.
     pub revision: Option<Revision>,
-    /// Where to continue: `None` for the first page, then [`Page::next`] of the previous page.
+    /// The continue position: `None` for the first page, then [`Page::next`] of the previous page.
     pub continue_from: Option<ContinueToken>,
     /// The maximum number of objects in the page.
     pub limit: usize,
@@ -139,11 +139,11 @@ pub struct Page<V> {
     pub revision: Revision,
     /// The objects of this page in key order.
     pub objects: Vec<Object<V>>,
-    /// Where the next page starts, or `None` when this is the last page.
+    /// The start of the next page, or `None` when this is the last page.
     pub next: Option<ContinueToken>,
 }
 
-/// What the reflector does after a [`SourceError`].
+/// The reflector's reaction to a [`SourceError`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
     /// The requested revision or continue token is no longer available (etcd compaction,

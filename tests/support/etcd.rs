@@ -8,7 +8,15 @@
 //!
 //! [`EtcdServerBuilder::members`] starts a cluster instead: every member runs on its own loopback
 //! ports with its own data directory, and each can be killed, restarted, frozen and thawed on
-//! its own. Servers use plain HTTP and no authentication.
+//! its own. Members talk to each other over plain HTTP.
+//!
+//! By default the client port speaks plain HTTP without authentication.
+//! [`EtcdServerBuilder::tls`] serves every member's client port over TLS, optionally requiring
+//! client certificates, and [`EtcdServer::enable_auth`] turns on etcd's users and roles, which
+//! the cluster replicates to every member. The harness's own clients ([`EtcdServer::client`],
+//! the health and leader probes, compaction) then use the TLS settings and the root user's
+//! credentials. Each member also serves `/metrics` over plain HTTP on a port of its own, so
+//! [`EtcdServer::watchers`] works with TLS too.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -17,9 +25,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use etcd_client::{Client, CompactionOptions, ConnectOptions};
+use etcd_client::{
+    Certificate, Client, CompactionOptions, ConnectOptions, Identity, Permission, TlsOptions,
+};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::pki::TestPki;
 
 /// The environment variable that overrides the etcd binary's path.
 pub const ETCD_BIN_VAR: &str = "INFORMER_ETCD_BIN";
@@ -42,11 +54,15 @@ const PORT_ATTEMPTS: usize = 5;
 /// How long [`EtcdServer::leader`] waits for the cluster to elect a leader.
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The name of etcd's superuser, which must exist before authentication is enabled.
+pub const ROOT_USER: &str = "root";
+
 /// Settings of a server that [`EtcdServerBuilder::start`] starts.
 #[derive(Clone, Debug)]
 pub struct EtcdServerBuilder {
     extra_args: Vec<String>,
     members: usize,
+    tls: Option<ServerTls>,
 }
 
 impl Default for EtcdServerBuilder {
@@ -54,7 +70,81 @@ impl Default for EtcdServerBuilder {
         EtcdServerBuilder {
             extra_args: Vec::new(),
             members: 1,
+            tls: None,
         }
+    }
+}
+
+/// TLS settings of the client port, and what the harness's own clients present.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// The server certificate (`--cert-file`).
+    pub cert_path: PathBuf,
+    /// The server certificate's key (`--key-file`).
+    pub key_path: PathBuf,
+    /// The CA that client certificates must chain to (`--trusted-ca-file`).
+    pub trusted_ca_path: PathBuf,
+    /// Whether every client must present a certificate signed by the trusted CA
+    /// (`--client-cert-auth`).
+    pub client_cert_auth: bool,
+    /// The CA, PEM, with which the harness's clients verify the server.
+    pub harness_ca_pem: String,
+    /// The certificate and key, PEM, that the harness's clients present.
+    pub harness_identity: (String, String),
+}
+
+impl ServerTls {
+    /// Serves with `pki`'s server certificate, trusts `pki`'s CA for client certificates, and
+    /// lets the harness connect with `pki`'s client certificate.
+    pub fn from_pki(pki: &TestPki, client_cert_auth: bool) -> ServerTls {
+        ServerTls {
+            cert_path: pki.server.cert_path.clone(),
+            key_path: pki.server.key_path.clone(),
+            trusted_ca_path: pki.ca_path.clone(),
+            client_cert_auth,
+            harness_ca_pem: pki.ca_pem.clone(),
+            harness_identity: (pki.client.cert_pem.clone(), pki.client.key_pem.clone()),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            format!("--cert-file={}", self.cert_path.display()),
+            format!("--key-file={}", self.key_path.display()),
+            format!("--trusted-ca-file={}", self.trusted_ca_path.display()),
+        ];
+        if self.client_cert_auth {
+            args.push("--client-cert-auth".to_owned());
+        }
+        args
+    }
+
+    fn client_options(&self) -> TlsOptions {
+        let (cert, key) = &self.harness_identity;
+        TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(&self.harness_ca_pem))
+            .identity(Identity::from_pem(cert, key))
+    }
+}
+
+/// How the harness's own clients reach the server.
+#[derive(Clone, Debug, Default)]
+struct HarnessAccess {
+    tls: Option<TlsOptions>,
+    /// The root user's name and password once authentication is enabled.
+    root: Option<(String, String)>,
+}
+
+impl HarnessAccess {
+    fn options(&self) -> ConnectOptions {
+        let mut options = ConnectOptions::new();
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.clone());
+        }
+        if let Some((user, password)) = &self.root {
+            options = options.with_user(user, password);
+        }
+        options
     }
 }
 
@@ -76,6 +166,12 @@ impl EtcdServerBuilder {
             "--experimental-watch-progress-notify-interval={}ms",
             interval.as_millis()
         ))
+    }
+
+    /// Serves every member's client port over TLS with `tls`, on `https://127.0.0.1` URLs.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Passes one more command-line argument to every member.
@@ -103,16 +199,34 @@ impl EtcdServerBuilder {
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_else(|| "informer-test".to_owned());
 
+        let mut extra_args = self.extra_args.clone();
+        let access = HarnessAccess {
+            tls: self.tls.as_ref().map(ServerTls::client_options),
+            root: None,
+        };
+        if let Some(tls) = &self.tls {
+            extra_args.extend(tls.args());
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+
         for attempt in 1..=PORT_ATTEMPTS {
-            let ports = reserve_ports(2 * self.members);
-            let mut members: Vec<Member> = (0..self.members)
-                .map(|i| {
+            let ports = reserve_ports(PORTS_PER_MEMBER * self.members);
+            let mut members: Vec<Member> = ports
+                .chunks_exact(PORTS_PER_MEMBER)
+                .enumerate()
+                .map(|(i, ports)| {
+                    let ports = MemberPorts {
+                        client: ports[0],
+                        peer: ports[1],
+                        metrics: ports[2],
+                    };
                     Member::new(
                         dir.path(),
                         &format!("member{i}"),
-                        (ports[2 * i], ports[2 * i + 1]),
+                        scheme,
+                        ports,
                         &token,
-                        self.extra_args.clone(),
+                        extra_args.clone(),
                     )
                 })
                 .collect();
@@ -122,8 +236,10 @@ impl EtcdServerBuilder {
             }
 
             // Members of a new cluster wait for each other, so all are polled at once.
-            let results =
-                futures::future::join_all(members.iter_mut().map(Member::wait_healthy)).await;
+            let probes = members
+                .iter_mut()
+                .map(|member| member.wait_healthy(&access));
+            let results = futures::future::join_all(probes).await;
             let mut port_race = false;
             let mut failure = None;
             for (index, result) in results.into_iter().enumerate() {
@@ -142,7 +258,11 @@ impl EtcdServerBuilder {
                 members[index].panic_with(failure);
             }
             if !port_race {
-                return EtcdServer { members, dir };
+                return EtcdServer {
+                    members,
+                    access,
+                    dir,
+                };
             }
 
             eprintln!("etcd lost a port race on attempt {attempt}, retrying");
@@ -162,6 +282,7 @@ impl EtcdServerBuilder {
 /// A running etcd server.
 pub struct EtcdServer {
     members: Vec<Member>,
+    access: HarnessAccess,
     // Dropped after `members`, whose drop kills the processes that use the directory.
     dir: TempDir,
 }
@@ -172,6 +293,8 @@ struct Member {
     token: String,
     client_url: String,
     peer_url: String,
+    /// Serves `/metrics` over plain HTTP, also when the client port uses TLS.
+    metrics_url: String,
     data_dir: PathBuf,
     log_path: PathBuf,
     extra_args: Vec<String>,
@@ -197,7 +320,8 @@ impl EtcdServer {
         EtcdServerBuilder::default()
     }
 
-    /// Returns the client URL of the first member, for example `http://127.0.0.1:40123`.
+    /// Returns the client URL of the first member, for example `http://127.0.0.1:40123`, or
+    /// `https://127.0.0.1:40123` with TLS.
     pub fn endpoint(&self) -> String {
         self.members[0].client_url.clone()
     }
@@ -232,11 +356,51 @@ impl EtcdServer {
         self.dir.path()
     }
 
-    /// Connects a client with etcd-client's defaults to every member that has a process.
+    /// Connects a client to every member that has a process, with the server's TLS settings
+    /// and, once authentication is enabled, as the root user.
     pub async fn client(&self) -> Client {
-        Client::connect(self.live_endpoints(), None)
+        Client::connect(self.live_endpoints(), Some(self.access.options()))
             .await
             .expect("connect to the test etcd server")
+    }
+
+    /// Creates the root user with `root_password` and enables authentication, which applies to
+    /// every member of a cluster. From then on the harness's clients authenticate as root.
+    pub async fn enable_auth(&mut self, root_password: &str) {
+        let mut client = self.client().await;
+        client
+            .user_add(ROOT_USER, root_password, None)
+            .await
+            .expect("add the root user");
+        client.role_add(ROOT_USER).await.expect("add the root role");
+        client
+            .user_grant_role(ROOT_USER, ROOT_USER)
+            .await
+            .expect("grant the root role");
+        client.auth_enable().await.expect("enable authentication");
+        self.access.root = Some((ROOT_USER.to_owned(), root_password.to_owned()));
+    }
+
+    /// Creates `user` with `password` and a role of the same name that may read every key
+    /// starting with `prefix`, and nothing else. Call it after [`EtcdServer::enable_auth`].
+    pub async fn add_reader(&self, user: &str, password: &str, prefix: &str) {
+        let mut client = self.client().await;
+        client
+            .user_add(user, password, None)
+            .await
+            .unwrap_or_else(|e| panic!("add user {user}: {e}"));
+        client
+            .role_add(user)
+            .await
+            .unwrap_or_else(|e| panic!("add role {user}: {e}"));
+        client
+            .role_grant_permission(user, Permission::read(prefix).with_prefix())
+            .await
+            .unwrap_or_else(|e| panic!("grant role {user} read on {prefix:?}: {e}"));
+        client
+            .user_grant_role(user, user)
+            .await
+            .unwrap_or_else(|e| panic!("grant role {user} to user {user}: {e}"));
     }
 
     /// Kills the first member with `SIGKILL` and waits for it to exit. The data directory and
@@ -272,7 +436,7 @@ impl EtcdServer {
         let member = &mut self.members[index];
         member.kill();
         member.spawn(&binary, &initial_cluster, "existing");
-        if let Err(failure) = member.wait_healthy().await {
+        if let Err(failure) = member.wait_healthy(&self.access).await {
             member.panic_with(failure);
         }
     }
@@ -347,7 +511,8 @@ impl EtcdServer {
             if member.process.is_none() {
                 continue;
             }
-            let Some((member_id, leader_id)) = status(&member.client_url).await else {
+            let Some((member_id, leader_id)) = status(&member.client_url, &self.access).await
+            else {
                 continue;
             };
             ids.push((index, member_id));
@@ -364,7 +529,7 @@ impl EtcdServer {
     /// Returns the number of watchers open on member `index`, from its
     /// `etcd_debugging_mvcc_watcher_total` gauge, or `None` when the member does not respond.
     pub async fn watchers(&self, index: usize) -> Option<u64> {
-        let metrics = http_get(&self.members[index].client_url, "/metrics").await?;
+        let metrics = http_get(&self.members[index].metrics_url, "/metrics").await?;
         metrics
             .lines()
             .find_map(|line| line.strip_prefix("etcd_debugging_mvcc_watcher_total "))
@@ -396,6 +561,16 @@ fn initial_cluster(members: &[Member]) -> String {
         .join(",")
 }
 
+/// How many ports each member listens on: client, peer and metrics.
+const PORTS_PER_MEMBER: usize = 3;
+
+/// The loopback ports that one member listens on.
+struct MemberPorts {
+    client: u16,
+    peer: u16,
+    metrics: u16,
+}
+
 /// Binds `count` distinct free loopback ports and returns them once all are known.
 ///
 /// Every listener stays bound until all ports are known, so no two ports are equal. etcd binds
@@ -417,19 +592,22 @@ impl Drop for Member {
 }
 
 impl Member {
-    /// Lays out a member with the given client and peer ports under `dir`.
+    /// Lays out a member with the given ports under `dir`. The client URL uses `scheme`, and
+    /// the peer and metrics URLs plain HTTP.
     fn new(
         dir: &Path,
         name: &str,
-        (client_port, peer_port): (u16, u16),
+        scheme: &str,
+        ports: MemberPorts,
         token: &str,
         extra_args: Vec<String>,
     ) -> Member {
         Member {
             name: name.to_owned(),
             token: token.to_owned(),
-            client_url: format!("http://127.0.0.1:{client_port}"),
-            peer_url: format!("http://127.0.0.1:{peer_port}"),
+            client_url: format!("{scheme}://127.0.0.1:{}", ports.client),
+            peer_url: format!("http://127.0.0.1:{}", ports.peer),
+            metrics_url: format!("http://127.0.0.1:{}", ports.metrics),
             data_dir: dir.join(name),
             log_path: dir.join(format!("{name}.log")),
             extra_args,
@@ -463,6 +641,8 @@ impl Member {
             .arg(&self.peer_url)
             .arg("--initial-advertise-peer-urls")
             .arg(&self.peer_url)
+            .arg("--listen-metrics-urls")
+            .arg(&self.metrics_url)
             .arg("--initial-cluster")
             .arg(initial_cluster)
             .arg("--initial-cluster-state")
@@ -486,7 +666,7 @@ impl Member {
     }
 
     /// Polls the member with a linearizable read, which succeeds only once it has a leader.
-    async fn wait_healthy(&mut self) -> Result<(), StartFailure> {
+    async fn wait_healthy(&mut self, access: &HarnessAccess) -> Result<(), StartFailure> {
         let deadline = tokio::time::Instant::now() + HEALTH_TIMEOUT;
         loop {
             if let Some(status) = self.exit_status() {
@@ -495,7 +675,7 @@ impl Member {
                     self.log_tail()
                 )));
             }
-            if probe(&self.client_url).await {
+            if probe(&self.client_url, access).await {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -558,8 +738,9 @@ impl Member {
 }
 
 /// Returns whether a linearizable read at `url` succeeds within [`PROBE_TIMEOUT`].
-async fn probe(url: &str) -> bool {
-    let options = ConnectOptions::new()
+async fn probe(url: &str, access: &HarnessAccess) -> bool {
+    let options = access
+        .options()
         .with_connect_timeout(PROBE_TIMEOUT)
         .with_timeout(PROBE_TIMEOUT);
     let read = async {
@@ -571,8 +752,9 @@ async fn probe(url: &str) -> bool {
 
 /// Returns a member's own id and its leader's id (0 when it has none), or `None` when the
 /// member does not respond within [`PROBE_TIMEOUT`].
-async fn status(url: &str) -> Option<(u64, u64)> {
-    let options = ConnectOptions::new()
+async fn status(url: &str, access: &HarnessAccess) -> Option<(u64, u64)> {
+    let options = access
+        .options()
         .with_connect_timeout(PROBE_TIMEOUT)
         .with_timeout(PROBE_TIMEOUT);
     let read = async {

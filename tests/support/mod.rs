@@ -4,5 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod logs;
+pub mod pki;
 pub mod proxy;
 pub mod recording;

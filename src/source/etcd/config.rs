@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{ConnectOptions, TlsOptions};
 
+use super::tls::EtcdTls;
 use crate::source::SourceError;
 
 /// The default number of keys per list page.
@@ -32,13 +33,23 @@ pub const MIN_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A user name and password for etcd's authentication.
 ///
-/// The password never appears in `Debug` output or logs.
+/// The password never appears in `Debug` output, logs or errors.
 #[derive(Clone)]
 pub struct Credentials {
     /// The etcd user.
     pub user: String,
     /// The user's password.
     pub password: String,
+}
+
+impl Credentials {
+    /// Creates credentials for `user` with `password`.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        Credentials {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
 }
 
 impl fmt::Debug for Credentials {
@@ -53,19 +64,26 @@ impl fmt::Debug for Credentials {
 /// Connection settings and key prefix of an [`EtcdSource`](super::EtcdSource).
 ///
 /// # Prefix boundaries
-/// The source reads every key that starts with [`EtcdConfig::prefix`], byte for byte. The
-/// prefix `"/app"` therefore also matches `"/apple"` and `"/app-old/x"`. To read one directory,
-/// end the prefix with its separator, `"/app/"`, or build the config with
-/// [`EtcdConfig::directory`], which appends the `/`.
+/// The source reads every key that starts with [`EtcdConfig::prefix`], byte for byte.
+/// [`EtcdConfig::new`] treats its prefix as a directory and appends a `/` when it has none, so
+/// `"/app"` becomes `"/app/"`, which matches `"/app/x"` but not `"/apple"` or `"/app-old/x"`.
+/// To match every key that starts with `"/app"`, build the config with
+/// [`EtcdConfig::raw_prefix`].
 ///
 /// An empty prefix would read and watch the whole key space, so it is rejected unless
 /// [`EtcdConfig::whole_keyspace`] built the config.
+///
+/// # Security
+/// [`EtcdConfig::tls`] sets the CA and the client certificate for `https://` endpoints, and
+/// [`EtcdConfig::credentials`] the user and password of etcd's authentication. `Debug` output
+/// shows neither the password nor in-memory key PEM, and the source never logs them.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct EtcdConfig {
     /// Client URLs of the etcd members, for example `http://127.0.0.1:2379`.
     pub endpoints: Vec<String>,
-    /// The key prefix to list and watch.
+    /// The key prefix to list and watch, matched byte for byte: `"/app"` here also matches
+    /// `"/apple"`. The constructors set it; see the [prefix boundaries](#prefix-boundaries).
     pub prefix: String,
     /// Whether an empty prefix, which reads every key, is intended.
     pub allow_whole_keyspace: bool,
@@ -73,6 +91,13 @@ pub struct EtcdConfig {
     /// reflector's limit. See [`DEFAULT_PAGE_SIZE`] for why pages should be large.
     pub page_size: usize,
     /// The largest gRPC response accepted, in bytes: one list page or one watch response.
+    ///
+    /// A list page above it is read again in smaller pages. A value that alone exceeds it
+    /// cannot be read: the source skips its key, logs it at warn level and counts it in the
+    /// `decode_errors` metric, and a watch response that carries it leads to a relist. Keep it
+    /// above the decoder's `max_bytes`, so that an oversized value fails in the decoder, which
+    /// keeps the key's last good value, instead of here, where the key disappears from the
+    /// cache at the next list.
     pub max_response_bytes: usize,
     /// The largest gRPC request sent, in bytes.
     pub max_request_bytes: usize,
@@ -107,13 +132,12 @@ pub struct EtcdConfig {
     pub require_leader: bool,
     /// The user and password, when the cluster has authentication enabled.
     pub credentials: Option<Credentials>,
-    /// TLS settings for `https://` endpoints.
-    ///
-    /// NOTE: passed to etcd-client as is, and not yet covered by a test against a TLS server.
-    pub tls: Option<TlsOptions>,
+    /// TLS settings, required for `https://` endpoints.
+    pub tls: Option<EtcdTls>,
 }
 
-// Written by hand because the derived `Debug` of a TLS identity prints its private key.
+// Written by hand so that each field is shown on purpose. `Credentials` and `EtcdTls` redact
+// their own secrets.
 impl fmt::Debug for EtcdConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EtcdConfig")
@@ -131,15 +155,36 @@ impl fmt::Debug for EtcdConfig {
             .field("trust_requested_progress", &self.trust_requested_progress)
             .field("require_leader", &self.require_leader)
             .field("credentials", &self.credentials)
-            .field("tls", &self.tls.as_ref().map(|_| "<configured>"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
 
 impl EtcdConfig {
-    /// Creates a config that reads every key starting with `prefix`, with the defaults of
-    /// every other field. See the [prefix boundaries](EtcdConfig#prefix-boundaries).
-    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>, prefix: &str) -> Self {
+    /// Creates a config that reads the keys below the directory `dir`, with the defaults of
+    /// every other field: `"/app"` and `"/app/"` both become the prefix `"/app/"`, which does
+    /// not match `"/apple"`. An empty `dir` stays empty and fails validation. See the
+    /// [prefix boundaries](EtcdConfig#prefix-boundaries).
+    pub fn new(endpoints: impl IntoIterator<Item = impl Into<String>>, dir: &str) -> Self {
+        let mut prefix = dir.to_owned();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        EtcdConfig::raw_prefix(endpoints, &prefix)
+    }
+
+    /// Creates a config that reads the keys below the directory `dir`. The same as
+    /// [`EtcdConfig::new`], for code that wants to say so.
+    pub fn directory(endpoints: impl IntoIterator<Item = impl Into<String>>, dir: &str) -> Self {
+        EtcdConfig::new(endpoints, dir)
+    }
+
+    /// Creates a config that reads every key starting with `prefix`, byte for byte: `"/app"`
+    /// matches `"/app/x"`, `"/apple"` and `"/app-old"`.
+    pub fn raw_prefix(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        prefix: &str,
+    ) -> Self {
         EtcdConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             prefix: prefix.to_owned(),
@@ -159,19 +204,9 @@ impl EtcdConfig {
         }
     }
 
-    /// Creates a config that reads the keys below the directory `dir`: `"/app"` and `"/app/"`
-    /// both become the prefix `"/app/"`, which does not match `"/apple"`.
-    pub fn directory(endpoints: impl IntoIterator<Item = impl Into<String>>, dir: &str) -> Self {
-        let mut prefix = dir.to_owned();
-        if !prefix.ends_with('/') {
-            prefix.push('/');
-        }
-        EtcdConfig::new(endpoints, &prefix)
-    }
-
     /// Creates a config that reads every key in the cluster.
     pub fn whole_keyspace(endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        let mut config = EtcdConfig::new(endpoints, "");
+        let mut config = EtcdConfig::raw_prefix(endpoints, "");
         config.allow_whole_keyspace = true;
         config
     }
@@ -234,6 +269,7 @@ impl EtcdConfig {
                  pinging too often (--grpc-keepalive-min-time)",
             );
         }
+        self.validate_tls()?;
         let durations = [
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),
@@ -251,8 +287,44 @@ impl EtcdConfig {
         Ok(())
     }
 
-    /// Builds etcd-client's connection options.
-    pub(super) fn connect_options(&self) -> ConnectOptions {
+    /// Checks that the endpoints' schemes agree with the TLS settings.
+    fn validate_tls(&self) -> Result<(), SourceError> {
+        let invalid = |detail: String, action: String| {
+            Err(SourceError::Permanent {
+                source_name: self.source_name(),
+                detail,
+                action,
+                cause: None,
+            })
+        };
+        for endpoint in &self.endpoints {
+            let https = endpoint.starts_with("https://");
+            let http = endpoint.starts_with("http://");
+            if https && self.tls.is_none() {
+                return invalid(
+                    format!(
+                        "the endpoint {endpoint} uses https but the config has no TLS settings"
+                    ),
+                    "Set EtcdConfig::tls with the CA certificate that signed the server's \
+                     certificate"
+                        .to_owned(),
+                );
+            }
+            if http && self.tls.is_some() {
+                return invalid(
+                    format!("the endpoint {endpoint} uses plain http but TLS settings are set"),
+                    format!(
+                        "Use https://{} for a server with TLS, or remove the TLS settings",
+                        endpoint.trim_start_matches("http://")
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds etcd-client's connection options with the loaded TLS settings.
+    pub(super) fn connect_options(&self, tls: Option<&TlsOptions>) -> ConnectOptions {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)
             .with_keep_alive(self.keep_alive_interval, self.keep_alive_timeout)
@@ -263,7 +335,7 @@ impl EtcdConfig {
                 .with_user(&credentials.user, &credentials.password)
                 .with_auto_token_refresh(true);
         }
-        if let Some(tls) = &self.tls {
+        if let Some(tls) = tls {
             options = options.with_tls(tls.clone());
         }
         options
@@ -312,9 +384,36 @@ mod tests {
     }
 
     #[test]
-    fn directory_appends_separator() {
+    fn new_appends_separator() {
+        assert_eq!(EtcdConfig::new(["e"], "/app").prefix, "/app/");
+        assert_eq!(EtcdConfig::new(["e"], "/app/").prefix, "/app/");
         assert_eq!(EtcdConfig::directory(["e"], "/app").prefix, "/app/");
-        assert_eq!(EtcdConfig::directory(["e"], "/app/").prefix, "/app/");
+        assert_eq!(EtcdConfig::new(["e"], "").prefix, "");
+    }
+
+    #[test]
+    fn raw_prefix_kept() {
+        assert_eq!(EtcdConfig::raw_prefix(["e"], "/app").prefix, "/app");
+        assert_eq!(EtcdConfig::raw_prefix(["e"], "app-").prefix, "app-");
+    }
+
+    #[test]
+    fn https_without_tls_rejected() {
+        let config = EtcdConfig::new(["https://127.0.0.1:1"], "/app/");
+        let text = error_text(&config);
+        assert!(
+            text.contains("uses https but the config has no TLS"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn http_with_tls_rejected() {
+        let mut config = config("/app/");
+        config.tls = Some(EtcdTls::ca_file("/ca.pem"));
+        let text = error_text(&config);
+        assert!(text.contains("uses plain http"), "{text}");
+        assert!(text.contains("https://127.0.0.1:1"), "{text}");
     }
 
     #[test]
@@ -363,5 +462,18 @@ mod tests {
         let text = format!("{credentials:?}");
         assert!(text.contains("reader"));
         assert!(!text.contains("secret"));
+    }
+
+    #[test]
+    fn secrets_not_in_config_debug() {
+        let mut config = EtcdConfig::new(["https://127.0.0.1:1"], "/app/");
+        config.credentials = Some(Credentials::new("reader", "hunter2-password"));
+        config.tls =
+            Some(EtcdTls::ca_pem("CA-PEM-TEXT").client_pem("CERT-PEM-TEXT", "KEY-PEM-TEXT"));
+        let text = format!("{config:?}");
+        assert!(text.contains("reader"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("KEY-PEM-TEXT"), "{text}");
+        assert!(text.contains("client_key: Some(\"<redacted>\")"), "{text}");
     }
 }

@@ -6,12 +6,15 @@
 //! | unreachable server, broken connection, timeout, no leader, too many requests | Transient |
 //! | an expired auth token or a stale auth revision (the client authenticates again) | Transient |
 //! | permission denied, wrong user or password, auth not enabled, invalid argument | Permanent |
-//! | a response above `max_response_bytes` | Permanent |
+//! | a watch response above `max_response_bytes` (a relist reads past it) | Expired |
+//! | any other response above `max_response_bytes` | Permanent |
 //! | an invalid endpoint URL or TLS setting | Permanent |
+//! | a TLS handshake that fails on a certificate, on either side | Permanent |
 //!
 //! The gRPC code alone is not enough: etcd reports both compaction and future revisions as
-//! `OutOfRange`, and so does tonic for a response above the decoding limit, which no relist
-//! can fix, so the classifier also matches the message text.
+//! `OutOfRange`, and so does tonic for a response above the decoding limit, and a rejected
+//! certificate arrives as `Unavailable`, like a refused connection. The classifier therefore
+//! also reads the message and the error's source chain.
 
 use std::fmt;
 use std::sync::Arc;
@@ -49,6 +52,9 @@ impl fmt::Display for Operation {
 pub(super) struct ErrorContext {
     pub(super) source_name: Arc<str>,
     pub(super) prefix: String,
+    /// Whether the TLS settings present a client certificate, which decides the advice for a
+    /// server that rejects the connection.
+    pub(super) client_certificate: bool,
 }
 
 /// The class of a failure, with the class's own text.
@@ -63,9 +69,34 @@ enum Verdict {
 impl ErrorContext {
     /// Classifies an etcd-client error of `operation`.
     pub(super) fn classify(&self, operation: Operation, error: etcd_client::Error) -> SourceError {
-        let verdict = self.verdict(&error);
-        let detail = format!("{operation} failed: {error}");
+        let verdict = self.verdict(operation, &error);
+        let mut detail = format!("{operation} failed: {}", describe(&error));
+        if is_too_large(&error) {
+            detail.push_str(" (the limit is the source's max_response_bytes)");
+        }
         self.build(verdict, detail, Some(Box::new(error)))
+    }
+
+    /// Turns `error`, a transient failure, into a permanent one because a diagnostic handshake
+    /// with `endpoint` received the certificate alert `alert`.
+    pub(super) fn client_certificate_rejected(
+        &self,
+        error: SourceError,
+        endpoint: &str,
+        alert: &str,
+    ) -> SourceError {
+        let detail = match &error {
+            SourceError::Transient { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        };
+        SourceError::Permanent {
+            source_name: self.source_name.clone(),
+            detail: format!(
+                "{detail}; a diagnostic TLS handshake with {endpoint} received the alert {alert}"
+            ),
+            action: self.client_problem().action().to_owned(),
+            cause: Some(Box::new(error)),
+        }
     }
 
     /// Classifies a watch that the server canceled without a compact revision, by the
@@ -126,11 +157,23 @@ impl ErrorContext {
         }
     }
 
-    fn verdict(&self, error: &etcd_client::Error) -> Verdict {
+    fn verdict(&self, operation: Operation, error: &etcd_client::Error) -> Verdict {
         use etcd_client::Error;
 
+        if let Some(problem) = self.certificate_problem(error) {
+            return Verdict::Permanent(problem.action().to_owned());
+        }
         match error {
-            Error::GRpcStatus(status) => self.status_verdict(status.code(), status.message()),
+            Error::GRpcStatus(status) => {
+                self.status_verdict(operation, status.code(), status.message())
+            }
+            // etcd-client returns a transport error only while building its channel, from
+            // settings such as the TLS options, never for a failed connection.
+            Error::TransportError(_) if matches!(operation, Operation::Connect) => {
+                Verdict::Permanent(
+                    "Fix the endpoint URLs and TLS settings in the etcd source's config".to_owned(),
+                )
+            }
             Error::TransportError(_) | Error::IoError(_) | Error::WatchError(_) => {
                 Verdict::Transient
             }
@@ -148,11 +191,18 @@ impl ErrorContext {
         }
     }
 
-    fn status_verdict(&self, code: Code, message: &str) -> Verdict {
+    fn status_verdict(&self, operation: Operation, code: Code, message: &str) -> Verdict {
         match code {
-            Code::OutOfRange if message.contains("message length too large") => Verdict::Permanent(
+            // A relist reads in pages that fit and skips a value that alone is too large, and
+            // the watch then resumes after the list's revision, past the oversized response.
+            Code::OutOfRange
+                if message.contains(TOO_LARGE) && matches!(operation, Operation::Watch { .. }) =>
+            {
+                Verdict::Expired
+            }
+            Code::OutOfRange if message.contains(TOO_LARGE) => Verdict::Permanent(
                 "Raise max_response_bytes in the etcd source's config above the size in \
-                     this message, or lower page_size"
+                     this message"
                     .to_owned(),
             ),
             Code::OutOfRange => Verdict::Expired,
@@ -195,6 +245,40 @@ impl ErrorContext {
         }
     }
 
+    /// Finds a certificate failure in the message or source chain of `error`.
+    ///
+    /// rustls's messages are matched as text because tonic turns the typed error into a
+    /// `Status` message. The texts are those of rustls 0.23: "invalid peer certificate: ..."
+    /// when this side rejects, "received fatal alert: ..." with a certificate alert when the
+    /// server does. A server that closes the connection without the alert reaching this
+    /// client is found by `EtcdSource::diagnose` instead.
+    fn certificate_problem(&self, error: &etcd_client::Error) -> Option<CertificateProblem> {
+        let text = describe(error);
+        if text.contains("invalid peer certificate") {
+            return Some(CertificateProblem::ServerRejected);
+        }
+        const CLIENT_ALERTS: [&str; 7] = [
+            "BadCertificate",
+            "UnknownCA",
+            "CertificateRequired",
+            "CertificateExpired",
+            "CertificateRevoked",
+            "CertificateUnknown",
+            "UnsupportedCertificate",
+        ];
+        let alert = text.contains("received fatal alert")
+            && CLIENT_ALERTS.iter().any(|alert| text.contains(alert));
+        alert.then(|| self.client_problem())
+    }
+
+    fn client_problem(&self) -> CertificateProblem {
+        if self.client_certificate {
+            CertificateProblem::ClientRejected
+        } else {
+            CertificateProblem::ClientMissing
+        }
+    }
+
     fn permission_denied(&self) -> Verdict {
         Verdict::Permanent(format!(
             "Grant the etcd user's role read access to the keys with prefix {prefix:?}, for \
@@ -202,6 +286,91 @@ impl ErrorContext {
             prefix = self.prefix
         ))
     }
+}
+
+/// The text of tonic's error for a response above the decoding limit.
+const TOO_LARGE: &str = "message length too large";
+
+/// Returns whether `error` is a response above the client's decoding limit.
+pub(super) fn is_too_large(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == Code::OutOfRange && status.message().contains(TOO_LARGE)
+        }
+        _ => false,
+    }
+}
+
+/// A TLS handshake that failed on a certificate, which no retry fixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CertificateProblem {
+    /// This client rejected the server's certificate.
+    ServerRejected,
+    /// The server rejected this client's certificate.
+    ClientRejected,
+    /// The server requires a client certificate and none is configured.
+    ClientMissing,
+}
+
+impl CertificateProblem {
+    fn action(self) -> &'static str {
+        match self {
+            CertificateProblem::ServerRejected => {
+                "The server's certificate failed verification: set EtcdTls::ca_certificate to \
+                 the CA that signed it, and check that the certificate is valid for the \
+                 endpoint's host (or set EtcdTls::domain_name) and has not expired"
+            }
+            CertificateProblem::ClientRejected => {
+                "The server rejected the client certificate: set EtcdTls::client_certificate \
+                 and EtcdTls::client_key to a certificate signed by the CA in the server's \
+                 --trusted-ca-file, valid for client authentication and not expired"
+            }
+            CertificateProblem::ClientMissing => {
+                "The server requires a client certificate (--client-cert-auth): set \
+                 EtcdTls::client_certificate and EtcdTls::client_key to a certificate signed \
+                 by the CA in the server's --trusted-ca-file"
+            }
+        }
+    }
+}
+
+/// Returns the error's message with the messages of its sources, so that the text of a
+/// wrapped TLS or I/O error is not lost.
+pub(super) fn describe(error: &etcd_client::Error) -> String {
+    let mut parts = Vec::new();
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            push_message(&mut parts, status.message());
+            if let Some(source) = std::error::Error::source(status) {
+                push_chain(&mut parts, source);
+            }
+            format!("status {:?}: {}", status.code(), parts.join(": "))
+        }
+        other => {
+            push_chain(&mut parts, other);
+            parts.join(": ")
+        }
+    }
+}
+
+fn push_chain(parts: &mut Vec<String>, error: &(dyn std::error::Error + 'static)) {
+    let mut next = Some(error);
+    while let Some(current) = next {
+        push_message(parts, &current.to_string());
+        next = current.source();
+    }
+}
+
+/// Adds `message` unless it is empty, is only "transport error", or repeats a part.
+fn push_message(parts: &mut Vec<String>, message: &str) {
+    let message = message.trim().trim_start_matches("transport error: ");
+    if message.is_empty() || message == "transport error" {
+        return;
+    }
+    if parts.iter().any(|part| part.contains(message)) {
+        return;
+    }
+    parts.push(message.to_owned());
 }
 
 const CHECK_CREDENTIALS: &str =
@@ -216,6 +385,7 @@ mod tests {
         ErrorContext {
             source_name: "etcd http://127.0.0.1:1 prefix \"/app/\"".into(),
             prefix: "/app/".to_owned(),
+            client_certificate: true,
         }
     }
 
@@ -246,6 +416,78 @@ mod tests {
             "etcdserver: mvcc: required revision is a future revision",
         ));
         assert_eq!(error.class(), ErrorClass::Expired);
+    }
+
+    #[test]
+    fn oversized_watch_response_expired() {
+        let error = context().classify(
+            Operation::Watch { from: 9 },
+            status(
+                Code::OutOfRange,
+                "Error, decoded message length too large: found 70000 bytes, the limit is: \
+                 65536 bytes",
+            ),
+        );
+        assert_eq!(error.class(), ErrorClass::Expired);
+        assert!(
+            error.to_string().contains("watch from revision 9"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn rejected_server_certificate_permanent() {
+        let error = classify(status(
+            Code::Unavailable,
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        assert_eq!(error.class(), ErrorClass::Permanent);
+        let text = error.to_string();
+        assert!(text.contains("UnknownIssuer"), "{text}");
+        assert!(text.contains("EtcdTls::ca_certificate"), "{text}");
+    }
+
+    #[test]
+    fn certificate_alert_permanent() {
+        let alert = || {
+            status(
+                Code::Unknown,
+                "connection error: received fatal alert: BadCertificate",
+            )
+        };
+        let error = classify(alert());
+        assert_eq!(error.class(), ErrorClass::Permanent);
+        assert!(
+            error
+                .to_string()
+                .contains("rejected the client certificate")
+        );
+
+        let without_certificate = ErrorContext {
+            client_certificate: false,
+            ..context()
+        };
+        let error = without_certificate.classify(Operation::List { revision: None }, alert());
+        assert!(error.to_string().contains("requires a client certificate"));
+    }
+
+    #[test]
+    fn other_alert_transient() {
+        let error = classify(status(
+            Code::Unknown,
+            "connection error: received fatal alert: DecodeError",
+        ));
+        assert_eq!(error.class(), ErrorClass::Transient);
+    }
+
+    #[test]
+    fn transport_error_text_deduplicated() {
+        let mut parts = Vec::new();
+        push_message(&mut parts, "operation was canceled");
+        push_message(&mut parts, "transport error");
+        push_message(&mut parts, "transport error: connection closed");
+        push_message(&mut parts, "connection closed");
+        assert_eq!(parts, ["operation was canceled", "connection closed"]);
     }
 
     #[test]

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use etcd_client::{GetOptions, KeyValue};
+use etcd_client::{GetOptions, GetResponse, KeyValue};
 
 use super::EtcdSource;
-use super::error::Operation;
+use super::error::{Operation, describe, is_too_large};
 use crate::metrics::Metrics;
-use crate::source::{ContinueToken, Incarnation, ListRequest, Object, Page, SourceError};
+use crate::source::{ContinueToken, Incarnation, ListRequest, Object, Page, Revision, SourceError};
 
 /// The key range `[start, end)` of a prefix, computed once.
 ///
@@ -112,13 +112,21 @@ impl SkippedKeys {
     }
 }
 
+/// The failure of a range read.
+enum ReadFailure {
+    /// The response exceeded `max_response_bytes`; a smaller page may fit.
+    TooLarge(etcd_client::Error),
+    /// Any other failure, already classified.
+    Failed(SourceError),
+}
+
 impl EtcdSource {
     /// Reads one page. See [`Source::list_page`](crate::source::Source::list_page).
+    ///
+    /// A page whose response exceeds `max_response_bytes` is read again with half the limit,
+    /// pinned at one revision, until it fits. When a single key's value alone exceeds it, the
+    /// key is skipped: see [`EtcdSource::skip_oversized`].
     pub(super) async fn read_page(&self, request: ListRequest) -> Result<Page<Bytes>, SourceError> {
-        let operation = Operation::List {
-            revision: request.revision,
-        };
-
         let start = match request.continue_from {
             Some(ContinueToken(key)) => {
                 self.check_continue(&key, request.revision)?;
@@ -126,37 +134,160 @@ impl EtcdSource {
             }
             None => self.range.start.clone(),
         };
-        let limit = match request.limit {
+        let mut limit = match request.limit {
             0 => self.config.page_size,
             limit => limit.min(self.config.page_size),
         };
-        let mut options = GetOptions::new()
-            .with_range(self.range.end.clone())
-            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        if let Some(revision) = request.revision {
-            options = options.with_revision(revision);
-        }
+        let mut revision = request.revision;
 
-        let mut kv = self.kv.clone();
+        loop {
+            let options = GetOptions::new()
+                .with_range(self.range.end.clone())
+                .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+            let response = match self.get(&start, options, revision).await {
+                Ok(response) => response,
+                Err(ReadFailure::Failed(error)) => return Err(error),
+                Err(ReadFailure::TooLarge(error)) => {
+                    // Every smaller read must see the same snapshot as the failed one would.
+                    let pinned = match revision {
+                        Some(pinned) => pinned,
+                        None => self.current_revision(&start).await?,
+                    };
+                    revision = Some(pinned);
+                    if limit > 1 {
+                        limit /= 2;
+                        tracing::debug!(
+                            source = %self.name,
+                            revision = pinned,
+                            limit,
+                            "a list page exceeded max_response_bytes; reading a smaller page"
+                        );
+                        continue;
+                    }
+                    return self.skip_oversized(&start, pinned, &error).await;
+                }
+            };
+            return self.page_from(response, revision);
+        }
+    }
+
+    /// Sends one range read from `start` to the end of the prefix, at `revision` if given.
+    async fn get(
+        &self,
+        start: &[u8],
+        options: GetOptions,
+        revision: Option<Revision>,
+    ) -> Result<GetResponse, ReadFailure> {
+        let operation = Operation::List { revision };
+        let options = match revision {
+            Some(revision) => options.with_revision(revision),
+            None => options,
+        };
+        let mut kv = self
+            .clients()
+            .await
+            .map_err(ReadFailure::Failed)?
+            .kv
+            .clone();
         let timeout = self.config.request_timeout;
-        let mut response = match tokio::time::timeout(timeout, kv.get(start, Some(options))).await {
-            Err(_) => return Err(self.errors.timed_out(operation, timeout)),
-            Ok(Err(error)) => return Err(self.errors.classify(operation, error)),
-            Ok(Ok(response)) => response,
+        match tokio::time::timeout(timeout, kv.get(start.to_vec(), Some(options))).await {
+            Err(_) => Err(ReadFailure::Failed(
+                self.errors.timed_out(operation, timeout),
+            )),
+            Ok(Err(error)) if is_too_large(&error) => Err(ReadFailure::TooLarge(error)),
+            Ok(Err(error)) => {
+                let error = self.errors.classify(operation, error);
+                Err(ReadFailure::Failed(self.diagnose(error).await))
+            }
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    /// Returns the current revision, read with a one-key, keys-only request.
+    async fn current_revision(&self, start: &[u8]) -> Result<Revision, SourceError> {
+        let response = self.keys_only_first(start, None).await?;
+        match response.header().map(|header| header.revision()) {
+            Some(revision) if revision > 0 => Ok(revision),
+            _ => Err(self.missing_revision(Operation::List { revision: None })),
+        }
+    }
+
+    /// Reads the first key from `start` without its value.
+    async fn keys_only_first(
+        &self,
+        start: &[u8],
+        revision: Option<Revision>,
+    ) -> Result<GetResponse, SourceError> {
+        let options = GetOptions::new()
+            .with_range(self.range.end.clone())
+            .with_limit(1)
+            .with_keys_only();
+        match self.get(start, options, revision).await {
+            Ok(response) => Ok(response),
+            Err(ReadFailure::Failed(error)) => Err(error),
+            // A keys-only response of one key is far below any sensible limit.
+            Err(ReadFailure::TooLarge(error)) => {
+                Err(self.errors.classify(Operation::List { revision }, error))
+            }
+        }
+    }
+
+    /// Skips the first key from `start`, whose value alone exceeds `max_response_bytes` at
+    /// `revision`, and returns an empty page that continues after it.
+    ///
+    /// The key is logged at warn level and counted in the `decode_errors` metric. It is absent
+    /// from the list, so a relist removes it from the cache.
+    async fn skip_oversized(
+        &self,
+        start: &[u8],
+        revision: Revision,
+        error: &etcd_client::Error,
+    ) -> Result<Page<Bytes>, SourceError> {
+        let mut response = self.keys_only_first(start, Some(revision)).await?;
+        let more = response.more();
+        let Some(kv) = response.take_kvs().into_iter().next() else {
+            return Err(SourceError::Transient {
+                source_name: self.name.clone(),
+                detail: format!(
+                    "list a page at revision {revision}: a read failed as too large ({error}), \
+                     but the keys-only read of the same range found no key"
+                ),
+                cause: None,
+            });
         };
 
+        self.metrics.decode_error(&self.name);
+        tracing::warn!(
+            source = %self.name,
+            key = %kv.key().escape_ascii(),
+            revision,
+            version = kv.version(),
+            max_response_bytes = self.config.max_response_bytes,
+            error = %describe(error),
+            "skipped a key whose value alone exceeds max_response_bytes; raise \
+             max_response_bytes to read it"
+        );
+        Ok(Page {
+            revision,
+            objects: Vec::new(),
+            next: more.then(|| ContinueToken(key_after(kv.key()))),
+        })
+    }
+
+    /// Converts a range response into a page. `revision` is the pinned list revision, if any.
+    fn page_from(
+        &self,
+        mut response: GetResponse,
+        revision: Option<Revision>,
+    ) -> Result<Page<Bytes>, SourceError> {
         // A read pinned at a revision still reports the current store revision in its header,
         // so only an unpinned first page takes its revision from the header.
-        let revision = match request.revision {
+        let revision = match revision {
             Some(revision) => revision,
             None => response.header().map_or(0, |header| header.revision()),
         };
         if revision <= 0 {
-            return Err(SourceError::Transient {
-                source_name: self.name.clone(),
-                detail: format!("{operation}: the response has no header revision"),
-                cause: None,
-            });
+            return Err(self.missing_revision(Operation::List { revision: None }));
         }
 
         let more = response.more();
@@ -190,6 +321,14 @@ impl EtcdSource {
         })
     }
 
+    fn missing_revision(&self, operation: Operation) -> SourceError {
+        SourceError::Transient {
+            source_name: self.name.clone(),
+            detail: format!("{operation}: the response has no header revision"),
+            cause: None,
+        }
+    }
+
     /// Rejects a later-page request that would break the snapshot: a token from another
     /// prefix, or a token without the list revision.
     fn check_continue(&self, key: &[u8], revision: Option<i64>) -> Result<(), SourceError> {
@@ -220,8 +359,8 @@ mod tests {
     use crate::source::ErrorClass;
     use crate::source::etcd::EtcdConfig;
 
-    /// Returns a source for a port without a listener. Connecting without credentials does
-    /// not contact the server, so only requests that reach the network fail.
+    /// Returns a source for a port without a listener. Creating a source does not contact the
+    /// server, so only requests that reach the network fail.
     async fn unreachable_source() -> EtcdSource {
         EtcdSource::connect(EtcdConfig::new(["http://127.0.0.1:1"], "/app/"))
             .await

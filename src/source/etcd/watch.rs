@@ -11,6 +11,8 @@
 //! - the `created` response yields nothing.
 //! - a `canceled` response ends the stream with an error: [`SourceError::Expired`] when it
 //!   carries a compact revision, otherwise an error classified by its cancel reason.
+//! - a response above [`EtcdConfig::max_response_bytes`](super::EtcdConfig) ends the stream
+//!   with [`SourceError::Expired`], so the reflector relists and resumes after it.
 //!
 //! Facts measured on etcd 3.4.23 with etcd-client 0.21.1 that shape this module:
 //!
@@ -53,7 +55,7 @@ impl EtcdSource {
             .with_start_revision(from)
             .with_progress_notify();
 
-        let mut client = self.watch.clone();
+        let mut client = self.clients().await?.watch.clone();
         let timeout = self.config.request_timeout;
         let opened = tokio::time::timeout(
             timeout,
@@ -61,7 +63,10 @@ impl EtcdSource {
         );
         let stream = match opened.await {
             Err(_) => return Err(self.errors.timed_out(operation, timeout)),
-            Ok(Err(error)) => return Err(self.errors.classify(operation, error)),
+            Ok(Err(error)) => {
+                let error = self.errors.classify(operation, error);
+                return Err(self.diagnose(error).await);
+            }
             Ok(Ok(stream)) => stream,
         };
         tracing::info!(source = %self.name, revision = from, "watch opened");
@@ -83,6 +88,7 @@ impl EtcdSource {
             watch_id: None,
             delivered: (from - 1).max(0),
             finished: false,
+            source: self.clone(),
         };
         Ok(futures::stream::unfold(state, |mut state| async move {
             let item = state.next().await?;
@@ -110,6 +116,8 @@ struct WatchState {
     delivered: Revision,
     /// Set after the stream yielded an error or the server closed it.
     finished: bool,
+    /// The source, to diagnose a failure before the server confirmed the watch.
+    source: EtcdSource,
 }
 
 /// One event of the loop in [`WatchState::next`].
@@ -142,7 +150,14 @@ impl WatchState {
                     return None;
                 }
                 Step::Response(Err(error)) => {
-                    Some(Err(self.errors.classify(self.operation(), error)))
+                    let error = self.errors.classify(self.operation(), error);
+                    // Before the `created` response, a failure may be the server rejecting
+                    // a new TLS connection's client certificate.
+                    let error = match self.watch_id {
+                        None => self.source.diagnose(error).await,
+                        Some(_) => error,
+                    };
+                    Some(Err(error))
                 }
                 Step::RequestProgress => self.request_progress().await,
             };
