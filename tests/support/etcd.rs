@@ -6,14 +6,17 @@
 //! frozen with `SIGSTOP` and thawed with `SIGCONT`, and compacted. Dropping the server kills
 //! the process and removes the directory.
 //!
-//! The server is a list of members so that a multi-member cluster can be added later. Today
-//! every server has exactly one member.
+//! [`EtcdServerBuilder::members`] starts a cluster instead: every member runs on its own loopback
+//! ports with its own data directory, and each can be killed, restarted, frozen and thawed on
+//! its own. Members talk to each other over plain HTTP.
 //!
 //! By default the client port speaks plain HTTP without authentication.
-//! [`EtcdServerBuilder::tls`] serves it over TLS, optionally requiring client certificates, and
-//! [`EtcdServer::enable_auth`] turns on etcd's users and roles. The harness's own clients
-//! ([`EtcdServer::client`], the health probe, compaction) then use the TLS settings and the
-//! root user's credentials.
+//! [`EtcdServerBuilder::tls`] serves every member's client port over TLS, optionally requiring
+//! client certificates, and [`EtcdServer::enable_auth`] turns on etcd's users and roles, which
+//! the cluster replicates to every member. The harness's own clients ([`EtcdServer::client`],
+//! the health and leader probes, compaction) then use the TLS settings and the root user's
+//! credentials. Each member also serves `/metrics` over plain HTTP on a port of its own, so
+//! [`EtcdServer::watchers`] works with TLS too.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -26,6 +29,7 @@ use etcd_client::{
     Certificate, Client, CompactionOptions, ConnectOptions, Identity, Permission, TlsOptions,
 };
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::pki::TestPki;
 
@@ -47,14 +51,28 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 /// How many times a start is retried when another process took a chosen port first.
 const PORT_ATTEMPTS: usize = 5;
 
+/// How long [`EtcdServer::leader`] waits for the cluster to elect a leader.
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The name of etcd's superuser, which must exist before authentication is enabled.
 pub const ROOT_USER: &str = "root";
 
 /// Settings of a server that [`EtcdServerBuilder::start`] starts.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct EtcdServerBuilder {
     extra_args: Vec<String>,
+    members: usize,
     tls: Option<ServerTls>,
+}
+
+impl Default for EtcdServerBuilder {
+    fn default() -> Self {
+        EtcdServerBuilder {
+            extra_args: Vec::new(),
+            members: 1,
+            tls: None,
+        }
+    }
 }
 
 /// TLS settings of the client port, and what the harness's own clients present.
@@ -131,6 +149,16 @@ impl HarnessAccess {
 }
 
 impl EtcdServerBuilder {
+    /// Starts a cluster of `count` members instead of a single server.
+    ///
+    /// # Panics
+    /// If `count` is 0.
+    pub fn members(mut self, count: usize) -> Self {
+        assert!(count > 0, "an etcd cluster needs at least one member");
+        self.members = count;
+        self
+    }
+
     /// Makes the server send a progress notification to every idle watch that requested them
     /// this often (`--experimental-watch-progress-notify-interval`, 10 minutes by default).
     pub fn watch_progress_notify_interval(self, interval: Duration) -> Self {
@@ -140,7 +168,7 @@ impl EtcdServerBuilder {
         ))
     }
 
-    /// Serves the client port over TLS with `tls`, on `https://127.0.0.1` URLs.
+    /// Serves every member's client port over TLS with `tls`, on `https://127.0.0.1` URLs.
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.tls = Some(tls);
         self
@@ -152,16 +180,24 @@ impl EtcdServerBuilder {
         self
     }
 
-    /// Starts a one-member server on free loopback ports and waits until it serves reads.
+    /// Starts the server, or every member of the cluster, on free loopback ports and waits
+    /// until every member serves linearizable reads.
     ///
     /// # Panics
-    /// If the etcd binary is missing, or the server does not become healthy within 30 s.
+    /// If the etcd binary is missing, or a member does not become healthy within 30 s.
     pub async fn start(self) -> EtcdServer {
         let binary = etcd_binary();
         let dir = tempfile::Builder::new()
             .prefix("informer-etcd-")
             .tempdir()
             .expect("create a temporary directory for etcd");
+        // A token unique to this cluster, so a member never joins another test's cluster that
+        // happens to reuse a port.
+        let token = dir
+            .path()
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "informer-test".to_owned());
 
         let mut extra_args = self.extra_args.clone();
         let access = HarnessAccess {
@@ -174,26 +210,69 @@ impl EtcdServerBuilder {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
 
         for attempt in 1..=PORT_ATTEMPTS {
-            let mut member = Member::new(dir.path(), "member0", scheme, extra_args.clone());
-            let initial_cluster = member.initial_cluster_entry();
-            member.spawn(&binary, &initial_cluster, "new");
-
-            match member.wait_healthy(&access).await {
-                Ok(()) => {
-                    return EtcdServer {
-                        members: vec![member],
-                        access,
-                        dir,
+            let ports = reserve_ports(PORTS_PER_MEMBER * self.members);
+            let mut members: Vec<Member> = ports
+                .chunks_exact(PORTS_PER_MEMBER)
+                .enumerate()
+                .map(|(i, ports)| {
+                    let ports = MemberPorts {
+                        client: ports[0],
+                        peer: ports[1],
+                        metrics: ports[2],
                     };
+                    Member::new(
+                        dir.path(),
+                        &format!("member{i}"),
+                        scheme,
+                        ports,
+                        &token,
+                        extra_args.clone(),
+                    )
+                })
+                .collect();
+            let initial_cluster = initial_cluster(&members);
+            for member in &mut members {
+                member.spawn(&binary, &initial_cluster, "new");
+            }
+
+            // Members of a new cluster wait for each other, so all are polled at once.
+            let probes = members
+                .iter_mut()
+                .map(|member| member.wait_healthy(&access));
+            let results = futures::future::join_all(probes).await;
+            let mut port_race = false;
+            let mut failure = None;
+            for (index, result) in results.into_iter().enumerate() {
+                match result {
+                    Ok(()) => {}
+                    Err(StartFailure::Exited(log)) if log.contains("address already in use") => {
+                        port_race = true;
+                    }
+                    Err(other) => failure = failure.or(Some((index, other))),
                 }
-                Err(StartFailure::Exited(log)) if log.contains("address already in use") => {
-                    eprintln!("etcd lost a port race on attempt {attempt}, retrying");
-                    drop(member);
-                    remove_dir_if_exists(&dir.path().join("member0"));
-                    // The next attempt's log must not repeat this attempt's bind error.
-                    let _ = fs::remove_file(dir.path().join("member0.log"));
+            }
+            if let Some((index, failure)) = failure {
+                for member in &mut members {
+                    member.kill();
                 }
-                Err(failure) => member.panic_with(failure),
+                members[index].panic_with(failure);
+            }
+            if !port_race {
+                return EtcdServer {
+                    members,
+                    access,
+                    dir,
+                };
+            }
+
+            eprintln!("etcd lost a port race on attempt {attempt}, retrying");
+            for member in members {
+                let data_dir = member.data_dir.clone();
+                let log_path = member.log_path.clone();
+                drop(member);
+                remove_dir_if_exists(&data_dir);
+                // The next attempt's log must not repeat this attempt's bind error.
+                let _ = fs::remove_file(log_path);
             }
         }
         panic!("etcd could not bind free loopback ports after {PORT_ATTEMPTS} attempts");
@@ -211,8 +290,11 @@ pub struct EtcdServer {
 /// One etcd process with its ports, data directory and log file.
 struct Member {
     name: String,
+    token: String,
     client_url: String,
     peer_url: String,
+    /// Serves `/metrics` over plain HTTP, also when the client port uses TLS.
+    metrics_url: String,
     data_dir: PathBuf,
     log_path: PathBuf,
     extra_args: Vec<String>,
@@ -249,6 +331,21 @@ impl EtcdServer {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }
 
+    /// Returns the number of members.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Returns the client URL of member `index`.
+    pub fn member_endpoint(&self, index: usize) -> String {
+        self.members[index].client_url.clone()
+    }
+
+    /// Returns whether member `index` has a process, running or frozen.
+    pub fn is_running(&self, index: usize) -> bool {
+        self.members[index].process.is_some()
+    }
+
     /// Returns the process id of the first member, or `None` after [`EtcdServer::kill`].
     pub fn pid(&self) -> Option<u32> {
         self.members[0].process.as_ref().map(Child::id)
@@ -259,16 +356,16 @@ impl EtcdServer {
         self.dir.path()
     }
 
-    /// Connects a client to every member, with the server's TLS settings and, once
-    /// authentication is enabled, as the root user.
+    /// Connects a client to every member that has a process, with the server's TLS settings
+    /// and, once authentication is enabled, as the root user.
     pub async fn client(&self) -> Client {
-        Client::connect(self.endpoints(), Some(self.access.options()))
+        Client::connect(self.live_endpoints(), Some(self.access.options()))
             .await
             .expect("connect to the test etcd server")
     }
 
-    /// Creates the root user with `root_password` and enables authentication. From then on
-    /// the harness's clients authenticate as root.
+    /// Creates the root user with `root_password` and enables authentication, which applies to
+    /// every member of a cluster. From then on the harness's clients authenticate as root.
     pub async fn enable_auth(&mut self, root_password: &str) {
         let mut client = self.client().await;
         client
@@ -309,7 +406,13 @@ impl EtcdServer {
     /// Kills the first member with `SIGKILL` and waits for it to exit. The data directory and
     /// the ports stay reserved for [`EtcdServer::restart`].
     pub fn kill(&mut self) {
-        self.members[0].kill();
+        self.kill_member(0);
+    }
+
+    /// Kills member `index` with `SIGKILL` and waits for it to exit. The data directory and
+    /// the ports stay reserved for [`EtcdServer::restart_member`].
+    pub fn kill_member(&mut self, index: usize) {
+        self.members[index].kill();
     }
 
     /// Starts the first member again with the same data directory and ports, killing it first
@@ -319,9 +422,18 @@ impl EtcdServer {
     /// If the server does not become healthy within 30 s, for example because another process
     /// took its port while it was down.
     pub async fn restart(&mut self) {
+        self.restart_member(0).await;
+    }
+
+    /// Starts member `index` again with the same data directory and ports, killing it first if
+    /// it still runs, and waits until it serves linearizable reads, which needs a leader.
+    ///
+    /// # Panics
+    /// As [`EtcdServer::restart`].
+    pub async fn restart_member(&mut self, index: usize) {
         let binary = etcd_binary();
-        let initial_cluster = self.initial_cluster();
-        let member = &mut self.members[0];
+        let initial_cluster = initial_cluster(&self.members);
+        let member = &mut self.members[index];
         member.kill();
         member.spawn(&binary, &initial_cluster, "existing");
         if let Err(failure) = member.wait_healthy(&self.access).await {
@@ -332,12 +444,22 @@ impl EtcdServer {
     /// Freezes the first member with `SIGSTOP`. Its sockets stay open but nothing responds,
     /// as on a hung host.
     pub fn stop_process(&self) {
-        self.members[0].signal("-STOP");
+        self.stop_member(0);
+    }
+
+    /// Freezes member `index` with `SIGSTOP`.
+    pub fn stop_member(&self, index: usize) {
+        self.members[index].signal("-STOP");
     }
 
     /// Thaws the first member with `SIGCONT` after [`EtcdServer::stop_process`].
     pub fn continue_process(&self) {
-        self.members[0].signal("-CONT");
+        self.continue_member(0);
+    }
+
+    /// Thaws member `index` with `SIGCONT` after [`EtcdServer::stop_member`].
+    pub fn continue_member(&self, index: usize) {
+        self.members[index].signal("-CONT");
     }
 
     /// Compacts the history up to `revision` and waits until the compaction is applied, so
@@ -360,13 +482,107 @@ impl EtcdServer {
         response.header().expect("a response header").revision()
     }
 
-    fn initial_cluster(&self) -> String {
-        self.members
-            .iter()
-            .map(Member::initial_cluster_entry)
-            .collect::<Vec<_>>()
-            .join(",")
+    /// Returns the index of the member that leads the cluster, waiting up to 20 s for the
+    /// running members to agree on one.
+    ///
+    /// # Panics
+    /// If no running member reports a leader that is running within 20 s.
+    pub async fn leader(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + ELECTION_TIMEOUT;
+        loop {
+            if let Some(leader) = self.find_leader().await {
+                return leader;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the etcd cluster {:?} elected no leader within {ELECTION_TIMEOUT:?}",
+                self.endpoints()
+            );
+            tokio::time::sleep(PROBE_INTERVAL * 5).await;
+        }
     }
+
+    /// Asks every running member for its own id and its leader's id, and returns the index of
+    /// the member whose id is the leader's.
+    async fn find_leader(&self) -> Option<usize> {
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for (index, member) in self.members.iter().enumerate() {
+            if member.process.is_none() {
+                continue;
+            }
+            let Some((member_id, leader_id)) = status(&member.client_url, &self.access).await
+            else {
+                continue;
+            };
+            ids.push((index, member_id));
+            if leader_id != 0 {
+                leader = Some(leader_id);
+            }
+        }
+        let leader = leader?;
+        ids.into_iter()
+            .find(|(_, member_id)| *member_id == leader)
+            .map(|(index, _)| index)
+    }
+
+    /// Returns the number of watchers open on member `index`, from its
+    /// `etcd_debugging_mvcc_watcher_total` gauge, or `None` when the member does not respond.
+    pub async fn watchers(&self, index: usize) -> Option<u64> {
+        let metrics = http_get(&self.members[index].metrics_url, "/metrics").await?;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+    }
+
+    fn live_endpoints(&self) -> Vec<String> {
+        let live: Vec<String> = self
+            .members
+            .iter()
+            .filter(|member| member.process.is_some())
+            .map(|member| member.client_url.clone())
+            .collect();
+        if live.is_empty() {
+            // Every member is down: the caller's request fails as it would against a dead server.
+            self.endpoints()
+        } else {
+            live
+        }
+    }
+}
+
+fn initial_cluster(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(Member::initial_cluster_entry)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// How many ports each member listens on: client, peer and metrics.
+const PORTS_PER_MEMBER: usize = 3;
+
+/// The loopback ports that one member listens on.
+struct MemberPorts {
+    client: u16,
+    peer: u16,
+    metrics: u16,
+}
+
+/// Binds `count` distinct free loopback ports and returns them once all are known.
+///
+/// Every listener stays bound until all ports are known, so no two ports are equal. etcd binds
+/// them a moment later, and `EtcdServerBuilder::start` retries if another process was faster.
+fn reserve_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("a bound port").port())
+        .collect()
 }
 
 impl Drop for Member {
@@ -376,22 +592,22 @@ impl Drop for Member {
 }
 
 impl Member {
-    /// Reserves two free loopback ports and lays out the member's paths under `dir`. The
-    /// client URL uses `scheme`, and the peer URL plain HTTP.
-    fn new(dir: &Path, name: &str, scheme: &str, extra_args: Vec<String>) -> Member {
-        // Both listeners stay bound until both ports are known, so the two ports differ. etcd
-        // binds them a moment later, and `EtcdServer::start` retries if another process was
-        // faster.
-        let client = TcpListener::bind("127.0.0.1:0").expect("bind a free client port");
-        let peer = TcpListener::bind("127.0.0.1:0").expect("bind a free peer port");
-        let client_port = client.local_addr().expect("client port").port();
-        let peer_port = peer.local_addr().expect("peer port").port();
-        drop((client, peer));
-
+    /// Lays out a member with the given ports under `dir`. The client URL uses `scheme`, and
+    /// the peer and metrics URLs plain HTTP.
+    fn new(
+        dir: &Path,
+        name: &str,
+        scheme: &str,
+        ports: MemberPorts,
+        token: &str,
+        extra_args: Vec<String>,
+    ) -> Member {
         Member {
             name: name.to_owned(),
-            client_url: format!("{scheme}://127.0.0.1:{client_port}"),
-            peer_url: format!("http://127.0.0.1:{peer_port}"),
+            token: token.to_owned(),
+            client_url: format!("{scheme}://127.0.0.1:{}", ports.client),
+            peer_url: format!("http://127.0.0.1:{}", ports.peer),
+            metrics_url: format!("http://127.0.0.1:{}", ports.metrics),
             data_dir: dir.join(name),
             log_path: dir.join(format!("{name}.log")),
             extra_args,
@@ -425,10 +641,14 @@ impl Member {
             .arg(&self.peer_url)
             .arg("--initial-advertise-peer-urls")
             .arg(&self.peer_url)
+            .arg("--listen-metrics-urls")
+            .arg(&self.metrics_url)
             .arg("--initial-cluster")
             .arg(initial_cluster)
             .arg("--initial-cluster-state")
             .arg(cluster_state)
+            .arg("--initial-cluster-token")
+            .arg(&self.token)
             .arg("--logger")
             .arg("zap")
             .arg("--log-level")
@@ -528,6 +748,39 @@ async fn probe(url: &str, access: &HarnessAccess) -> bool {
         client.get("health", None).await
     };
     matches!(tokio::time::timeout(PROBE_TIMEOUT, read).await, Ok(Ok(_)))
+}
+
+/// Returns a member's own id and its leader's id (0 when it has none), or `None` when the
+/// member does not respond within [`PROBE_TIMEOUT`].
+async fn status(url: &str, access: &HarnessAccess) -> Option<(u64, u64)> {
+    let options = access
+        .options()
+        .with_connect_timeout(PROBE_TIMEOUT)
+        .with_timeout(PROBE_TIMEOUT);
+    let read = async {
+        let mut client = Client::connect([url], Some(options)).await?;
+        client.status().await
+    };
+    let response = tokio::time::timeout(PROBE_TIMEOUT, read).await.ok()?.ok()?;
+    let member_id = response.header()?.member_id();
+    Some((member_id, response.leader()))
+}
+
+/// Sends an HTTP/1.0 GET for `path` to the server at `url` (`http://host:port`) and returns
+/// the body, or `None` when the server does not respond within [`PROBE_TIMEOUT`].
+async fn http_get(url: &str, path: &str) -> Option<String> {
+    let address = url.strip_prefix("http://")?;
+    let request = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        let head = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let response = String::from_utf8(response).ok()?;
+        let (_, body) = response.split_once("\r\n\r\n")?;
+        Some(body.to_owned())
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, request).await.ok()?
 }
 
 /// Returns the etcd binary: `$INFORMER_ETCD_BIN`, or `/usr/bin/etcd`.

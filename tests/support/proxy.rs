@@ -5,6 +5,8 @@
 //! - [`Proxy::cut`]: close every open connection and reject new ones until [`Proxy::restore`];
 //! - [`Proxy::truncate_next_response`]: forward only the first half of the next server-to-client
 //!   read of at least a given size, then close that connection, so a message is cut in the middle.
+//! - [`Proxy::pause_responses`]: stop reading from the server until [`Proxy::resume_responses`],
+//!   so the server's send buffers fill as with a slow client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +33,8 @@ struct State {
     truncate_at_least: AtomicUsize,
     /// Number of truncations performed.
     truncated: AtomicUsize,
+    /// True while server-to-client traffic is held back.
+    paused: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -46,6 +50,7 @@ impl Proxy {
             generation: watch::Sender::new(0),
             truncate_at_least: AtomicUsize::new(0),
             truncated: AtomicUsize::new(0),
+            paused: watch::Sender::new(false),
         });
         let task = tokio::spawn(accept(listener, state.clone()));
         Proxy {
@@ -84,6 +89,17 @@ impl Proxy {
         self.state
             .truncate_at_least
             .store(min_bytes, Ordering::SeqCst);
+    }
+
+    /// Stops reading from the server on every connection, new ones included, until
+    /// [`Proxy::resume_responses`]. Client-to-server traffic still flows.
+    pub fn pause_responses(&self) {
+        self.state.paused.send_replace(true);
+    }
+
+    /// Forwards server-to-client traffic again after [`Proxy::pause_responses`].
+    pub fn resume_responses(&self) {
+        self.state.paused.send_replace(false);
     }
 
     /// Returns how many responses were truncated.
@@ -142,7 +158,11 @@ async fn pipe(client: TcpStream, server: TcpStream, state: &State) {
     };
     let downstream = async {
         let mut buffer = vec![0u8; 64 * 1024];
+        let mut paused = state.paused.subscribe();
         loop {
+            if paused.wait_for(|paused| !*paused).await.is_err() {
+                return;
+            }
             let n = match server_read.read(&mut buffer).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
