@@ -169,7 +169,7 @@ async fn reconcile(request: Request<ConfigValue>, _context: Arc<()>) -> Result<A
         ObjectState::Live(cached) => info!(
             key = %request.key,
             revision = cached.revision,
-            summary = %cached.value.summary(),
+            summary = ?cached.value.summary(),
             "reconciled"
         ),
         ObjectState::Deleted => info!(key = %request.key, "reconciled a deleted key"),
@@ -183,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let args = Args::parse();
     let metrics = Metrics::default();
@@ -292,7 +293,12 @@ where
         Duration::from_secs(args.status_every.max(1)),
     ));
     if let Some(address) = args.listen {
-        tokio::spawn(serve(address, metrics.clone(), health.clone()));
+        // A controller whose probes cannot be served would be restarted by its orchestrator
+        // anyway, so a port that is taken stops it at once with the reason.
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen on {address} for --listen: {error}"))?;
+        tokio::spawn(serve(listener, metrics.clone(), health.clone()));
     }
 
     let controller = Controller::new("config", queue, store, reconcile, Arc::new(()))
@@ -343,7 +349,7 @@ async fn status_lines(
 }
 
 /// Serves Prometheus metrics and the health probes.
-async fn serve(address: SocketAddr, metrics: Metrics, health: HealthWatch) {
+async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, health: HealthWatch) {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let registry = Arc::new(registry);
@@ -379,14 +385,10 @@ async fn serve(address: SocketAddr, metrics: Metrics, health: HealthWatch) {
             ),
         )
         .with_state((registry, health));
-    match tokio::net::TcpListener::bind(address).await {
-        Ok(listener) => {
-            info!(%address, "serving /metrics, /healthz and /readyz");
-            if let Err(error) = axum::serve(listener, app).await {
-                warn!(%address, %error, "the HTTP server stopped");
-            }
-        }
-        Err(error) => warn!(%address, %error, "cannot listen; /metrics and the probes are off"),
+    let address = listener.local_addr().ok();
+    info!(?address, "serving /metrics, /healthz and /readyz");
+    if let Err(error) = axum::serve(listener, app).await {
+        warn!(?address, %error, "the HTTP server stopped");
     }
 }
 

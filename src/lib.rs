@@ -11,7 +11,7 @@
 //! ```
 //!
 //! - [`source`]: the contract a backend implements (paged list at one revision, watch in
-//!   batches, classified errors) and the etcd and in-memory backends.
+//!   batches, classified errors) and the etcd, Kubernetes and in-memory backends.
 //! - [`reflector`]: the list, watch, resume and relist state machine, with backoff and
 //!   readiness.
 //! - [`cache`]: the local store of decoded values with indexes, updated a batch at a time, and
@@ -19,6 +19,13 @@
 //! - [`notify`]: event handlers with bounded, coalescing buffers and per-handler resync.
 //! - [`workqueue`]: a deduplicating, delaying, rate-limited queue of keys.
 //! - [`controller`]: a pool of workers that runs a reconciler for each queued key.
+//!
+//! Around the stages:
+//! - [`decode`]: decoders from raw values to the typed values the cache stores.
+//! - [`metrics`]: Prometheus metrics shared by every stage.
+//! - [`operator`]: Kubernetes operator helpers: owner mapping, predicates, a finalizer helper
+//!   and an Event recorder.
+//! - `testing` (feature `test-server`): an in-memory Kubernetes-API server for tests.
 //!
 //! The cache is eventually consistent: it never claims to equal the server at an instant, so
 //! reconcilers must be idempotent.

@@ -620,3 +620,61 @@ async fn invalid_json_skips_one_key() {
     stop.send(()).unwrap();
     controller.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_store_relists() {
+    let old_server = EtcdServer::start().await;
+    let proxy = Proxy::start(address(&old_server)).await;
+    let mut client = old_server.client().await;
+    for i in 0..10 {
+        put(&mut client, &format!("/app/old-{i}"), "1").await;
+    }
+
+    let recorder = Recorder::default();
+    let pipeline = start(
+        etcd_config(proxy.url()),
+        Text::default(),
+        fast_out_of_sync(),
+        &[&recorder],
+    )
+    .await;
+    wait::<()>(&pipeline.health, Duration::from_secs(10), "ready", |h| {
+        h.ready()
+    })
+    .await;
+    assert_eq!(pipeline.store.len(), 10);
+
+    // A new, empty store behind the same address, as a rebuilt or restored etcd.
+    proxy.cut();
+    let new_server = EtcdServer::start().await;
+    let mut client = new_server.client().await;
+    let revision = put(&mut client, "/app/new", "2").await;
+    assert!(
+        revision < 10,
+        "the new store starts over; revision {revision}"
+    );
+    proxy.set_target(address(&new_server));
+    proxy.restore();
+
+    wait_cached(&pipeline.store, "/app/new", "2", Duration::from_secs(20)).await;
+    wait::<()>(&pipeline.health, Duration::from_secs(10), "ready", |h| {
+        h.ready()
+    })
+    .await;
+    assert_eq!(pipeline.store.len(), 1, "keys of the old store are gone");
+    assert!(pipeline.metrics.relists(&pipeline.name) >= 1);
+    let deleted = recorder
+        .seen()
+        .iter()
+        .filter(|seen| seen.kind == "deleted-unknown")
+        .count();
+    assert_eq!(deleted, 10);
+}
+
+fn address(server: &EtcdServer) -> std::net::SocketAddr {
+    server
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap()
+}

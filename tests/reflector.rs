@@ -415,3 +415,63 @@ async fn long_outage_turns_out_of_sync() {
     assert_eq!(start.elapsed(), Duration::from_secs(10));
     assert!(health.get().synced);
 }
+
+#[tokio::test(start_paused = true)]
+async fn silent_watch_turns_out_of_sync() {
+    let (feed, watch) = stream();
+    let mut source = source(Script {
+        lists: VecDeque::from([page(1, vec![])]),
+        watches: VecDeque::from([watch]),
+        ..Script::default()
+    });
+    source.progress = Some(Duration::from_secs(5));
+    let reflector = Reflector::new(source.clone(), Text::default());
+    let health = reflector.health();
+    tokio::spawn(reflector.run());
+    health.wait_ready().await.unwrap();
+
+    // Silence longer than out_of_sync_after (10 s) but shorter than the stall limit (15 s).
+    let start = Instant::now();
+    health.wait_for(|h| !h.in_sync).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    assert!(health.get().last_error.is_none(), "not yet a failure");
+
+    feed.send(Ok(WatchMessage::Progress(5))).unwrap();
+    let recovered = health.wait_for(|h| h.in_sync).await.unwrap();
+    assert_eq!(recovered.revision, 5);
+    assert_eq!(
+        calls(&source),
+        ["list None", "watch 2"],
+        "no reconnect needed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_clears_last_error() {
+    let (_feed1, watch1) = stream();
+    let (feed2, watch2) = stream();
+    let mut source = source(Script {
+        lists: VecDeque::from([page(1, vec![])]),
+        watches: VecDeque::from([watch1, watch2]),
+        ..Script::default()
+    });
+    source.progress = Some(Duration::from_secs(5));
+    let reflector = Reflector::new(source.clone(), Text::default());
+    let health = reflector.health();
+    tokio::spawn(reflector.run());
+    health.wait_ready().await.unwrap();
+
+    // The first watch stalls and fails; the second one only sends progress.
+    health.wait_for(|h| h.last_error.is_some()).await.unwrap();
+    health
+        .wait_for(|h| h.phase == Phase::Watching)
+        .await
+        .unwrap();
+    feed2.send(Ok(WatchMessage::Progress(3))).unwrap();
+    let healthy = health
+        .wait_for(|h| h.last_error.is_none() && h.revision == 3)
+        .await
+        .unwrap();
+    assert_eq!(healthy.consecutive_failures, 0);
+    assert!(healthy.ready());
+}

@@ -8,7 +8,7 @@
 //! # Guarantees
 //! - Per key, values only move forward in revision.
 //! - A relist emits exactly the difference: `Added` for new keys, `Updated` for changed ones,
-//!   [`Event::DeletedFinalStateUnknown`] for keys that vanished, and nothing for unchanged keys.
+//!   [`Event::DeletedFinalStateUnknown`](crate::notify::Event::DeletedFinalStateUnknown) for keys that vanished, and nothing for unchanged keys.
 //!   "Unchanged" means the same revision and incarnation, so unchanged values are not decoded
 //!   again.
 //! - A key whose incarnation changed (deleted and created again) yields a delete, then an add,

@@ -25,7 +25,8 @@ pub struct RelistSummary {
     pub added: usize,
     /// Keys whose value changed.
     pub updated: usize,
-    /// Keys that vanished, or whose incarnation changed.
+    /// Keys that vanished. A key whose incarnation changed counts as updated, although its
+    /// handlers see a delete and then an add.
     pub deleted: usize,
     /// Keys whose value was the same as before.
     pub unchanged: usize,
@@ -106,14 +107,14 @@ where
             match step {
                 Step::Put(meta, decoded) => {
                     if current_revision(&state, &meta.key).is_some_and(|r| r >= meta.revision) {
-                        debug!(source = %shared.name, key = %meta.key, revision = meta.revision, "dropping duplicate change");
+                        debug!(source = %shared.name, key = ?meta.key, revision = meta.revision, "dropping duplicate change");
                         continue;
                     }
                     put(&mut state, shared, meta, decoded, 0, &mut events);
                 }
                 Step::Delete(key, revision) => {
                     if current_revision(&state, &key).is_some_and(|r| r >= revision) {
-                        debug!(source = %shared.name, key = %key, revision, "dropping stale delete");
+                        debug!(source = %shared.name, key = ?key, revision, "dropping stale delete");
                         continue;
                     }
                     remove(&mut state, &key, DeleteKind::Observed, &mut events);
@@ -289,7 +290,7 @@ fn put<T>(
     let value = match decoded {
         Ok(value) => value,
         Err(error) => {
-            warn!(source = %shared.name, key = %key, revision, error = %error, "skipping a value that failed to decode; the key keeps its last good value");
+            warn!(source = %shared.name, key = ?key, revision, error = %error, "skipping a value that failed to decode; the key keeps its last good value, if it has one");
             shared.metrics.decode_error(&shared.name);
             // A last good value of an older incarnation belongs to a deleted key.
             if state

@@ -398,7 +398,7 @@ where
             requeues,
         };
         let attempt = requeues.saturating_add(1);
-        debug!(controller = %self.name, key = %key, attempt, deleted = request.is_deleted(), "reconcile started");
+        debug!(controller = %self.name, key = ?key, attempt, deleted = request.is_deleted(), "reconcile started");
 
         let started = Instant::now();
         // The call is inside the async block so that a panic before the first await point is

@@ -428,7 +428,7 @@ fn deliver<T, H: Handler<T>>(name: &Arc<str>, handler: &mut H, event: Event<T>) 
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(event)));
     if let Err(panic) = result {
         let message = panic_message(&panic);
-        error!(handler = %name, key = %key, panic = %message, "handler panicked; continuing with the next event");
+        error!(handler = %name, key = ?key, panic = %message, "handler panicked; continuing with the next event");
     }
 }
 

@@ -111,7 +111,7 @@ where
                     key: key.clone(),
                     source,
                 })?;
-            info!(key = %key, finalizer = name, "added finalizer");
+            info!(key = ?key, finalizer = name, "added finalizer");
             // The patch changes the object, so its watch event queues the key again, and the
             // next reconcile applies with the finalizer in place.
             Ok(Action::Done)
@@ -134,7 +134,7 @@ where
                     key: key.clone(),
                     source,
                 })?;
-            info!(key = %key, finalizer = name, "cleanup done; removed finalizer");
+            info!(key = ?key, finalizer = name, "cleanup done; removed finalizer");
             Ok(action)
         }
         // Being deleted without our finalizer: nothing left for this controller to do.

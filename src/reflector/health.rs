@@ -34,7 +34,8 @@ pub struct Health {
     /// The first full list has been applied. Stays true once set.
     pub synced: bool,
     /// Live: false while a relist is pending, after a permanent error, or while the watch has
-    /// been down longer than [`super::ReflectorConfig::out_of_sync_after`].
+    /// been down longer than [`super::ReflectorConfig::out_of_sync_after`]. For a source that
+    /// promises progress messages, silence counts as down from the last message received.
     pub in_sync: bool,
     /// The reflector's current activity.
     pub phase: Phase,

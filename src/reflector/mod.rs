@@ -321,10 +321,12 @@ where
             }
         });
 
-        let (applied, outcome) = self.consume(stream, from - 1).await;
+        let (applied, outcome, last_message) = self.consume(stream, from - 1).await;
         let resume = Next::Watch { from: applied + 1 };
         match outcome {
             WatchEnd::Error(error) => {
+                // The watch has been down since its last sign of life, not since the error.
+                self.down_since = Some(last_message);
                 self.backoff.reset_if_stable(opened_at);
                 self.fail(error, resume)
             }
@@ -353,59 +355,89 @@ where
         &mut self,
         mut stream: WatchStream<S::Value>,
         mut applied: Revision,
-    ) -> (Revision, WatchEnd) {
+    ) -> (Revision, WatchEnd, Instant) {
         let stall_after = self
             .source
             .progress_interval()
             .map(|interval| interval * self.config.stall_factor);
+        let mut last_message = Instant::now();
+        // Set while in_sync is false because a source that promises progress went silent.
+        let mut silent = false;
         loop {
             let next = match stall_after {
-                Some(limit) => match tokio::time::timeout(limit, stream.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        let error = SourceError::Transient {
-                            source_name: self.source.name().clone(),
-                            detail: format!(
-                                "watch stalled: no message for {} ms although the source promises one at least every {} ms",
-                                limit.as_millis(),
-                                (limit / self.config.stall_factor).as_millis()
-                            ),
-                            cause: None,
-                        };
-                        return (applied, WatchEnd::Error(error));
-                    }
-                },
                 None => stream.next().await,
-            };
-
-            match next {
-                None => return (applied, WatchEnd::Closed),
-                Some(Err(error)) => return (applied, WatchEnd::Error(error)),
-                Some(Ok(WatchMessage::Progress(revision))) => {
-                    if revision > applied {
-                        applied = revision;
-                        self.writer.progress(revision);
-                        self.health.send_modify(|health| health.revision = revision);
+                Some(limit) => {
+                    let out_of_sync_at = last_message + self.config.out_of_sync_after;
+                    tokio::select! {
+                        next = stream.next() => next,
+                        _ = tokio::time::sleep_until(out_of_sync_at), if !silent && out_of_sync_at < last_message + limit => {
+                            silent = true;
+                            warn!(source = %self.source.name(), silent_ms = self.config.out_of_sync_after.as_millis() as u64, "watch silent; marking the cache out of sync");
+                            self.health.send_modify(|health| health.in_sync = false);
+                            continue;
+                        }
+                        _ = tokio::time::sleep_until(last_message + limit) => {
+                            let error = SourceError::Transient {
+                                source_name: self.source.name().clone(),
+                                detail: format!(
+                                    "watch stalled: no message for {} ms although the source promises one at least every {} ms",
+                                    limit.as_millis(),
+                                    (limit / self.config.stall_factor).as_millis()
+                                ),
+                                cause: None,
+                            };
+                            return (applied, WatchEnd::Error(error), last_message);
+                        }
                     }
                 }
-                Some(Ok(WatchMessage::Batch(batch))) => {
+            };
+
+            let Some(Ok(message)) = next else {
+                let end = match next {
+                    Some(Err(error)) => WatchEnd::Error(error),
+                    _ => WatchEnd::Closed,
+                };
+                return (applied, end, last_message);
+            };
+            last_message = Instant::now();
+            if silent {
+                silent = false;
+                info!(source = %self.source.name(), "watch delivering again; cache in sync");
+            }
+
+            let revision = match message {
+                WatchMessage::Progress(revision) => {
+                    if revision > applied {
+                        self.writer.progress(revision);
+                    }
+                    revision
+                }
+                WatchMessage::Batch(batch) => {
                     if batch.revision <= applied {
                         debug!(source = %self.source.name(), revision = batch.revision, applied, "dropping duplicate batch");
                         continue;
                     }
                     let revision = batch.revision;
                     self.writer.apply(batch);
-                    applied = revision;
                     self.metrics.watch_batch(self.source.name());
-                    self.health.send_modify(|health| {
-                        health.revision = revision;
-                        health.consecutive_failures = 0;
-                        if health.last_error.is_some() {
-                            health.last_error = None;
-                        }
-                    });
+                    revision
                 }
-            }
+            };
+            applied = applied.max(revision);
+            // Any message proves the watch healthy: clear what an earlier failure left behind.
+            self.health.send_if_modified(|health| {
+                let before = (
+                    health.revision,
+                    health.in_sync,
+                    health.consecutive_failures,
+                    health.last_error.is_some(),
+                );
+                health.revision = applied;
+                health.in_sync = true;
+                health.consecutive_failures = 0;
+                health.last_error = None;
+                before != (applied, true, 0, false)
+            });
         }
     }
 
@@ -426,8 +458,10 @@ where
             ErrorClass::Transient => {
                 let delay = self.backoff.next_delay();
                 let attempt = self.backoff.attempt();
-                // Repeated warnings are limited to the first few attempts and then every tenth.
-                if attempt <= 3 || attempt % 10 == 0 {
+                // Repeated warnings are limited to the first few failures of an outage, then
+                // every tenth.
+                let failures = self.health.borrow().consecutive_failures + 1;
+                if failures <= 3 || failures % 10 == 0 {
                     warn!(source = %source, error = %message, attempt, delay_ms = delay.as_millis() as u64, "source failed; retrying");
                 } else {
                     debug!(source = %source, error = %message, attempt, delay_ms = delay.as_millis() as u64, "source failed; retrying");

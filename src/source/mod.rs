@@ -14,6 +14,7 @@
 //!
 //! Backends:
 //! - [`etcd::EtcdSource`]: a prefix of an etcd v3 key space.
+//! - [`kubernetes::KubernetesSource`]: one Kubernetes API resource, through kube's client.
 //! - [`memory::MemorySource`]: an in-process revisioned store with etcd's list, watch and
 //!   compaction semantics and fault injection, for examples and deterministic tests.
 

@@ -194,7 +194,7 @@ impl Cluster {
             return Ok(Arc::new(object));
         }
         let stored = self.store.put(&def.storage, &key, object);
-        debug!(resource = %def.plural, key = %key, revision = self.store.revision(), "created");
+        debug!(resource = %def.plural, key = ?key, revision = self.store.revision(), "created");
         if def.behavior == Behavior::Crd {
             return Ok(self.install_crd(def, &key, stored));
         }
@@ -303,12 +303,12 @@ impl Cluster {
                 .store
                 .delete(&def.storage, key)
                 .expect("the object was just read under the same lock");
-            debug!(resource = %def.plural, key = %key, "deleted after its last finalizer was removed");
+            debug!(resource = %def.plural, key = ?key, "deleted after its last finalizer was removed");
             self.finish_namespace_of(def, &last);
             return Ok(last);
         }
         let stored = self.store.put(&def.storage, key, updated);
-        debug!(resource = %def.plural, key = %key, revision = self.store.revision(), "updated");
+        debug!(resource = %def.plural, key = ?key, revision = self.store.revision(), "updated");
         if def.behavior == Behavior::Crd && options.subresource.is_none() {
             self.reinstall_crd(&stored);
         }
@@ -390,7 +390,7 @@ impl Cluster {
             .store
             .delete(&def.storage, &key)
             .expect("the object was just read under the same lock");
-        debug!(resource = %def.plural, key = %key, revision = self.store.revision(), "deleted");
+        debug!(resource = %def.plural, key = ?key, revision = self.store.revision(), "deleted");
         self.finish_namespace_of(def, &last);
         Ok(DeleteOutcome::Deleted(last))
     }

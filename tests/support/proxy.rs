@@ -24,7 +24,8 @@ pub struct Proxy {
 }
 
 struct State {
-    target: SocketAddr,
+    /// The server connections are forwarded to; [`Proxy::set_target`] changes it.
+    target: parking_lot::Mutex<SocketAddr>,
     /// True while connections are cut.
     cut: AtomicBool,
     /// Bumped on every cut; connections of an older generation close.
@@ -45,7 +46,7 @@ impl Proxy {
             .expect("bind a loopback port");
         let address = listener.local_addr().unwrap();
         let state = Arc::new(State {
-            target,
+            target: parking_lot::Mutex::new(target),
             cut: AtomicBool::new(false),
             generation: watch::Sender::new(0),
             truncate_at_least: AtomicUsize::new(0),
@@ -76,6 +77,11 @@ impl Proxy {
         self.state
             .generation
             .send_modify(|generation| *generation += 1);
+    }
+
+    /// Forwards new connections to `target`, as when a server is replaced behind one address.
+    pub fn set_target(&self, target: SocketAddr) {
+        *self.state.target.lock() = target;
     }
 
     /// Accepts connections again.
@@ -126,7 +132,8 @@ async fn accept(listener: TcpListener, state: Arc<State>) {
         }
         let state = state.clone();
         tokio::spawn(async move {
-            let Ok(server) = TcpStream::connect(state.target).await else {
+            let target = *state.target.lock();
+            let Ok(server) = TcpStream::connect(target).await else {
                 return;
             };
             let _ = client.set_nodelay(true);

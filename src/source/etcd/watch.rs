@@ -204,17 +204,40 @@ impl WatchState {
         if response.canceled() {
             return Some(Err(self.canceled(&response)));
         }
+        let header = response.header().map_or(0, |header| header.revision());
+        if let Some(error) = self.check_reset(header) {
+            return Some(Err(error));
+        }
         if response.created() {
             self.watch_id = Some(response.watch_id());
             return None;
         }
         if response.events().is_empty() {
-            let header = response.header().map_or(0, |header| header.revision());
             return Some(Ok(WatchMessage::Progress(
                 self.progress(response.watch_id(), header),
             )));
         }
         Some(Ok(self.batch(&response)))
+    }
+
+    /// Detects a store whose revision went back: etcd rebuilt on an empty data directory or
+    /// restored from an older snapshot. A header always carries the store's current revision,
+    /// which never falls below a revision already delivered unless the store was replaced.
+    /// The watch would otherwise wait silently for revisions the new store reaches only after
+    /// unrelated writes, so this is reported as expired history and the reflector relists.
+    fn check_reset(&self, header_revision: Revision) -> Option<SourceError> {
+        let seen = self.from - 1;
+        if header_revision <= 0 || header_revision >= seen {
+            return None;
+        }
+        Some(SourceError::Expired {
+            source_name: self.name.clone(),
+            detail: format!(
+                "the server's current revision {header_revision} is below revision {seen}, \
+                 which this source already applied: the store was reset or restored from an \
+                 older snapshot"
+            ),
+        })
     }
 
     fn canceled(&self, response: &WatchResponse) -> SourceError {

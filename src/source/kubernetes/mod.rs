@@ -395,14 +395,14 @@ impl Context {
         let name = &self.errors.name;
         match event.kind {
             EventType::Added | EventType::Modified => Ok(self.object(event.object).map(|object| {
-                debug!(source = %name, key = %object.key, revision = object.revision, kind = ?event.kind, "watch event");
+                debug!(source = %name, key = ?object.key, revision = object.revision, kind = ?event.kind, "watch event");
                 WatchMessage::Batch(Batch {
                     revision: object.revision,
                     changes: vec![Change::Put(object)],
                 })
             })),
             EventType::Deleted => Ok(self.object(event.object).map(|object| {
-                debug!(source = %name, key = %object.key, revision = object.revision, "watch event: deleted");
+                debug!(source = %name, key = ?object.key, revision = object.revision, "watch event: deleted");
                 WatchMessage::Batch(Batch {
                     revision: object.revision,
                     changes: vec![Change::Delete {

@@ -352,7 +352,7 @@ impl State {
                 Change::Put(_) => "put",
                 Change::Delete { .. } => "delete",
             };
-            tracing::debug!(key = %change.key(), revision, kind, "memory store change");
+            tracing::debug!(key = ?change.key(), revision, kind, "memory store change");
         }
         self.revision = revision;
         self.events.extend(changes);
