@@ -106,7 +106,7 @@ impl SkippedKeys {
             source = source_name,
             revision,
             skipped = self.count,
-            first_key = ?first.escape_ascii(),
+            first_key = %first.escape_ascii(),
             "skipped keys that are not valid UTF-8; cache keys must be UTF-8"
         );
     }
@@ -259,7 +259,7 @@ impl EtcdSource {
         self.metrics.decode_error(&self.name);
         tracing::warn!(
             source = %self.name,
-            key = ?kv.key().escape_ascii(),
+            key = %kv.key().escape_ascii(),
             revision,
             version = kv.version(),
             max_response_bytes = self.config.max_response_bytes,
