@@ -411,15 +411,21 @@ fn bench_stream(c: &mut Criterion, runtime: &tokio::runtime::Runtime, stream: Ke
         group.bench_with_input(BenchmarkId::new("queue", workers), &workers, |b, &w| {
             b.iter_custom(|n| runtime.block_on(timed(n, || queue_round(fixture.clone(), w))))
         });
-        group.bench_with_input(BenchmarkId::new("controller", workers), &workers, |b, &w| {
-            b.iter_custom(|n| {
-                runtime.block_on(timed(n, || controller_round(fixture.clone(), w)))
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("controller", workers),
+            &workers,
+            |b, &w| {
+                b.iter_custom(|n| {
+                    runtime.block_on(timed(n, || controller_round(fixture.clone(), w)))
+                })
+            },
+        );
         group.bench_with_input(
             BenchmarkId::new("kube_applier", workers),
             &workers,
-            |b, &w| b.iter_custom(|n| runtime.block_on(timed(n, || kube_round(fixture.clone(), w)))),
+            |b, &w| {
+                b.iter_custom(|n| runtime.block_on(timed(n, || kube_round(fixture.clone(), w))))
+            },
         );
         group.bench_with_input(BenchmarkId::new("mpsc", workers), &workers, |b, &w| {
             b.iter_custom(|n| runtime.block_on(timed(n, || mpsc_round(fixture.clone(), w))))
