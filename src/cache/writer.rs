@@ -121,9 +121,7 @@ where
             }
         }
         state.revision = state.revision.max(batch.revision);
-        shared
-            .metrics
-            .set_cache_objects(&shared.name, state.entries.len());
+        shared.source_metrics.set_cache_objects(state.entries.len());
         dispatch(&state, events);
     }
 
@@ -218,9 +216,7 @@ where
             .retain(|_, invalid| invalid.seen.load(Ordering::Relaxed) == epoch);
 
         state.revision = revision;
-        shared
-            .metrics
-            .set_cache_objects(&shared.name, state.entries.len());
+        shared.source_metrics.set_cache_objects(state.entries.len());
         info!(
             source = %shared.name,
             revision,

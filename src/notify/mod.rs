@@ -44,7 +44,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info};
 
 use crate::cache::{Cached, Store};
-use crate::metrics::Metrics;
+use crate::metrics::HandlerMetrics;
 
 /// A change of the cache, as handlers see it.
 #[derive(Debug)]
@@ -256,7 +256,7 @@ pub(crate) struct HandlerSlot<T> {
     name: Arc<str>,
     buffer: Mutex<Buffer<T>>,
     wake: Notify,
-    metrics: Metrics,
+    metrics: HandlerMetrics,
 }
 
 impl<T> HandlerSlot<T> {
@@ -268,10 +268,10 @@ impl<T> HandlerSlot<T> {
         }
         for event in events {
             if buffer.push(event.clone()) {
-                self.metrics.notify_coalesced(&self.name);
+                self.metrics.coalesced();
             }
         }
-        self.metrics.set_notify_pending(&self.name, buffer.events);
+        self.metrics.set_pending(buffer.events);
         drop(buffer);
         self.wake.notify_one();
     }
@@ -338,7 +338,7 @@ impl<T: Send + Sync + 'static> Store<T> {
                 closed: false,
             }),
             wake: Notify::new(),
-            metrics: self.shared.metrics.clone(),
+            metrics: self.shared.metrics.for_handler(&name),
         });
 
         {
@@ -387,7 +387,7 @@ async fn run_handler<T, H>(
                 return;
             }
             let next = buffer.pop();
-            slot.metrics.set_notify_pending(&slot.name, buffer.events);
+            slot.metrics.set_pending(buffer.events);
             next
         };
 

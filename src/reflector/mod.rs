@@ -396,7 +396,8 @@ where
                     let revision = batch.revision;
                     self.writer.apply(batch);
                     applied = revision;
-                    self.metrics.watch_batch(self.source.name());
+                    // The store is named after the source, so this is the source's series.
+                    self.writer.store().shared.source_metrics.watch_batch();
                     self.health.send_modify(|health| {
                         health.revision = revision;
                         health.consecutive_failures = 0;
