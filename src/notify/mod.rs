@@ -33,6 +33,7 @@
 //! each period, except for keys that already have a pending event. A resync reads the cache and
 //! never contacts the server.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -150,6 +151,10 @@ impl HandlerOptions {
     }
 }
 
+/// The number of keys a drained buffer keeps room for. A buffer that held more frees the rest
+/// once it is empty.
+const RETAINED_KEYS: usize = 1024;
+
 /// The events waiting for one key: at most a delete followed by an add or update.
 struct Pending<T> {
     first: Option<Event<T>>,
@@ -171,17 +176,17 @@ impl<T> Buffer<T> {
     /// into or cancelled against an existing one.
     fn push(&mut self, event: Event<T>) -> bool {
         let key = event.key().clone();
-        let Some(pending) = self.pending.get_mut(&key) else {
-            self.order.push_back(key.clone());
-            self.pending.insert(
-                key,
-                Pending {
+        let pending = match self.pending.entry(key) {
+            Entry::Occupied(occupied) => occupied.into_mut(),
+            Entry::Vacant(vacant) => {
+                self.order.push_back(vacant.key().clone());
+                vacant.insert(Pending {
                     first: Some(event),
                     then: None,
-                },
-            );
-            self.events += 1;
-            return false;
+                });
+                self.events += 1;
+                return false;
+            }
         };
 
         let before = pending.first.is_some() as usize + pending.then.is_some() as usize;
@@ -197,6 +202,9 @@ impl<T> Buffer<T> {
             let Some(pending) = self.pending.remove(&key) else {
                 continue;
             };
+            if self.pending.is_empty() {
+                self.release_capacity();
+            }
             let events: Vec<Event<T>> = pending.first.into_iter().chain(pending.then).collect();
             self.events -= events.len();
             if !events.is_empty() {
@@ -204,6 +212,17 @@ impl<T> Buffer<T> {
             }
         }
         None
+    }
+
+    /// Frees the tables of a drained burst. A list of many keys grows them to one slot per
+    /// key, and a hash table never shrinks by itself.
+    fn release_capacity(&mut self) {
+        if self.pending.capacity() > RETAINED_KEYS {
+            self.pending.shrink_to(RETAINED_KEYS);
+        }
+        if self.order.capacity() > RETAINED_KEYS {
+            self.order.shrink_to(RETAINED_KEYS);
+        }
     }
 }
 
@@ -260,14 +279,29 @@ pub(crate) struct HandlerSlot<T> {
 }
 
 impl<T> HandlerSlot<T> {
-    /// Queues events for the handler. Never blocks on the handler.
+    /// Queues copies of events for the handler. Never blocks on the handler.
     pub(crate) fn push_all(&self, events: &[Event<T>]) {
+        self.push_each(events.iter().cloned());
+    }
+
+    /// Queues events for the handler. Never blocks on the handler.
+    pub(crate) fn push_owned(&self, events: Vec<Event<T>>) {
+        self.push_each(events);
+    }
+
+    fn push_each(&self, events: impl IntoIterator<Item = Event<T>>) {
+        let events = events.into_iter();
         let mut buffer = self.buffer.lock();
         if buffer.closed {
             return;
         }
+        // One allocation for a large batch, such as a first list, instead of a rehash at every
+        // doubling. The capacity is freed once the handler drains the buffer.
+        let (batch, _) = events.size_hint();
+        buffer.pending.reserve(batch);
+        buffer.order.reserve(batch);
         for event in events {
-            if buffer.push(event.clone()) {
+            if buffer.push(event) {
                 self.metrics.coalesced();
             }
         }
@@ -450,4 +484,61 @@ where
     T: Send + Sync + 'static,
 {
     move |event: Event<T>| queue.add(event.key().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Incarnation;
+
+    fn added(key: usize) -> Event<u32> {
+        Event::Added(Cached {
+            key: Arc::from(format!("k{key}")),
+            revision: key as i64 + 1,
+            incarnation: Incarnation::CreateRevision(1),
+            value: Arc::new(0),
+        })
+    }
+
+    fn buffer() -> Buffer<u32> {
+        Buffer {
+            order: VecDeque::new(),
+            pending: HashMap::new(),
+            events: 0,
+            closed: false,
+        }
+    }
+
+    #[test]
+    fn drained_buffer_frees_capacity() {
+        let mut buffer = buffer();
+        for key in 0..10_000 {
+            buffer.push(added(key));
+        }
+        assert!(buffer.pending.capacity() >= 10_000);
+
+        let mut popped = 0;
+        while buffer.pop().is_some() {
+            popped += 1;
+        }
+        assert_eq!(popped, 10_000);
+        assert_eq!(buffer.events, 0);
+        assert!(buffer.pending.capacity() <= 2 * RETAINED_KEYS);
+        assert!(buffer.order.capacity() <= 2 * RETAINED_KEYS);
+    }
+
+    #[test]
+    fn push_merges_same_key() {
+        let mut buffer = buffer();
+        assert!(!buffer.push(added(1)));
+        assert!(buffer.push(Event::Resync(added(1).object().clone())));
+        assert!(!buffer.push(added(2)));
+        assert_eq!(buffer.events, 2);
+        assert_eq!(buffer.order.len(), 2);
+
+        let first = buffer.pop().unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(&**first[0].key(), "k1");
+        assert!(matches!(first[0], Event::Added(_)));
+    }
 }
