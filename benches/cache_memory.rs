@@ -1,7 +1,7 @@
 //! Memory of the cache beside kube-runtime's reflector store, holding the same ConfigMaps.
 //!
-//! A counting global allocator records the bytes the program requests (live and peak); it
-//! does not see the allocator's own per-block overhead, which is the same for both stores.
+//! A counting global allocator records the bytes the program requests, live and peak. It does
+//! not see the allocator's own per-block overhead, which is the same for both stores.
 //!
 //! For each size the bench measures:
 //!
@@ -21,7 +21,7 @@
 //! watcher stream does.
 //!
 //! `cargo bench --bench cache_memory` measures 10,000 and 100,000 objects. Without `--bench`
-//! (as under `cargo test --all-targets`) it measures 500 objects once, as a smoke test.
+//! (as under `cargo test --all-targets`) it measures 200 objects once, as a smoke test.
 //! `-- --json PATH` also writes the results as JSON.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -111,7 +111,7 @@ const PAGE: usize = 500;
 /// The resource version of the first list. A changed object gets `FIRST_VERSION + 1 + index`.
 const FIRST_VERSION: u64 = 1_000;
 
-/// Which objects differ from the first list.
+/// The version of a list: the first one, or one with changed objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Version {
     /// The first list.
@@ -253,7 +253,7 @@ fn pages(objects: usize) -> usize {
     objects.div_ceil(PAGE)
 }
 
-/// What one store measured.
+/// The measurements of one store.
 #[derive(Clone, Copy, Debug, Default)]
 struct Measured {
     bytes_per_object: f64,
@@ -351,10 +351,28 @@ fn measure_kube(objects: usize, strip: bool) -> Measured {
     }
 }
 
+/// Returns the bytes per object of the decoded objects alone, each in an `Arc` as both stores
+/// keep them, without any store around them.
+fn measure_values(objects: usize, strip: bool) -> f64 {
+    let base = live();
+    let mut values = Vec::with_capacity(objects);
+    for page in 0..pages(objects) {
+        values.extend(
+            kube_page(page, objects, Version::First, strip)
+                .into_iter()
+                .map(Arc::new),
+        );
+    }
+    let bytes = live() - base - (values.capacity() * size_of::<Arc<ConfigMap>>()) as isize;
+    bytes as f64 / objects as f64
+}
+
 /// The results of one size.
 struct Row {
     objects: usize,
     managed_fields: &'static str,
+    /// Bytes per object of the objects alone.
+    values: f64,
     informer: Measured,
     kube: Measured,
 }
@@ -363,12 +381,14 @@ fn measure(objects: usize) -> Vec<Row> {
     let kept = Row {
         objects,
         managed_fields: "kept",
+        values: measure_values(objects, false),
         informer: measure_informer(Json::<ConfigMap>::new(), objects),
         kube: measure_kube(objects, false),
     };
     let dropped = Row {
         objects,
         managed_fields: "dropped",
+        values: measure_values(objects, true),
         informer: measure_informer(
             Transform::new(Json::<ConfigMap>::new(), drop_managed_fields::<ConfigMap>),
             objects,
@@ -379,36 +399,37 @@ fn measure(objects: usize) -> Vec<Row> {
 }
 
 fn print_tables(rows: &[Row]) {
-    println!("| objects | managedFields | informer B/object | kube-runtime B/object | ratio |");
-    println!("|---:|---|---:|---:|---:|");
-    for row in rows {
-        println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} |",
-            row.objects,
-            row.managed_fields,
-            row.informer.bytes_per_object,
-            row.kube.bytes_per_object,
-            row.informer.bytes_per_object / row.kube.bytes_per_object
-        );
-    }
-    println!();
     println!(
-        "| objects | managedFields | informer peak/steady, unchanged | informer, 10% changed | kube-runtime, unchanged | kube-runtime, 10% changed | informer relist ms (unchanged, changed) | kube-runtime relist ms |"
+        "| objects | managedFields | informer B/object | kube-runtime B/object | informer ÷ kube-runtime | objects alone B/object | informer store overhead B/object | kube-runtime store overhead B/object |"
     );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         println!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0}, {:.0} | {:.0}, {:.0} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} |",
+            row.objects,
+            row.managed_fields,
+            row.informer.bytes_per_object,
+            row.kube.bytes_per_object,
+            row.informer.bytes_per_object / row.kube.bytes_per_object,
+            row.values,
+            row.informer.bytes_per_object - row.values,
+            row.kube.bytes_per_object - row.values,
+        );
+    }
+    println!();
+    println!(
+        "| objects | managedFields | informer relist peak ÷ steady, unchanged | informer, 10% changed | kube-runtime, unchanged | kube-runtime, 10% changed |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|");
+    for row in rows {
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
             row.objects,
             row.managed_fields,
             row.informer.peak_unchanged,
             row.informer.peak_changed,
             row.kube.peak_unchanged,
             row.kube.peak_changed,
-            millis(row.informer.relist_unchanged),
-            millis(row.informer.relist_changed),
-            millis(row.kube.relist_unchanged),
-            millis(row.kube.relist_changed),
         );
     }
 }
@@ -434,6 +455,7 @@ fn to_json(rows: &[Row]) -> Value {
                 json!({
                     "objects": row.objects,
                     "managed_fields": row.managed_fields,
+                    "objects_alone_bytes_per_object": row.values,
                     "informer": side(&row.informer),
                     "kube_runtime": side(&row.kube),
                 })
@@ -450,7 +472,7 @@ fn main() {
         .position(|arg| arg == "--json")
         .and_then(|at| args.get(at + 1))
         .cloned();
-    let sizes: &[usize] = if full { &[10_000, 100_000] } else { &[500] };
+    let sizes: &[usize] = if full { &[10_000, 100_000] } else { &[200] };
 
     let mut rows = Vec::new();
     for &objects in sizes {

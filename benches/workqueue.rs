@@ -1,7 +1,7 @@
 //! Throughput of the workqueue and the controller beside kube-runtime's applier and a bare
 //! tokio channel, fed the same stream of keys.
 //!
-//! Every case feeds `EVENTS` keys from one producer task to `W` consumers (1, 4 or 16) on a
+//! Every case feeds [`EVENTS`] keys from one producer task to `W` consumers (1, 4 or 16) on a
 //! two-thread tokio runtime, and stops the clock when every key's last event has been seen by
 //! a consumer that started after it. Two key streams:
 //!
@@ -15,9 +15,9 @@
 //! - `controller`: informer's [`Controller`] with `W` workers, which also looks each key up in
 //!   the cache and records metrics.
 //! - `kube_applier`: kube-runtime's `applier` with `concurrency(W)`. kube-runtime's scheduler
-//!   is public but its runner is not, so the applier (scheduler, runner and store lookup, the
-//!   core of `kube_runtime::Controller::run` without the watcher) is the public path with the
-//!   same semantics: duplicate keys are merged while queued, and a key is never reconciled
+//!   is public but its runner is not. The applier is scheduler, runner and store lookup: the
+//!   core of `kube_runtime::Controller::run` without the watcher. It has the same semantics as
+//!   the controller: duplicate keys are merged while queued, and a key is never reconciled
 //!   twice at once.
 //! - `mpsc`: `W` tokio unbounded channels, each key always sent to the same one. It keeps a key
 //!   on one consumer but merges nothing: the cost floor of moving a key between tasks.
@@ -47,6 +47,19 @@ use tokio::sync::Notify;
 /// Events fed per iteration.
 const EVENTS: usize = 20_000;
 
+/// Events fed per iteration when the binary runs without `--bench`, as under `cargo test`,
+/// where criterion runs every case once to check that it works.
+const TEST_EVENTS: usize = 1_000;
+
+/// Returns the events per iteration of this run.
+fn events() -> usize {
+    if std::env::args().any(|arg| arg == "--bench") {
+        EVENTS
+    } else {
+        TEST_EVENTS
+    }
+}
+
 /// Keys of the `hot` stream.
 const HOT_KEYS: usize = 8;
 
@@ -65,8 +78,8 @@ impl KeyStream {
     fn distinct() -> KeyStream {
         KeyStream {
             name: "distinct",
-            ids: (0..EVENTS as u32).collect(),
-            keys: EVENTS,
+            ids: (0..events() as u32).collect(),
+            keys: events(),
         }
     }
 
@@ -74,7 +87,7 @@ impl KeyStream {
         let mut rng = StdRng::seed_from_u64(7);
         KeyStream {
             name: "hot",
-            ids: (0..EVENTS)
+            ids: (0..events())
                 .map(|_| rng.random_range(0..HOT_KEYS as u32))
                 .collect(),
             keys: HOT_KEYS,
@@ -162,7 +175,7 @@ fn config_map(id: u32) -> ConfigMap {
     .expect("a valid ConfigMap")
 }
 
-/// An informer cache holding one ConfigMap per key, as the controller reads it.
+/// Returns an informer cache with one ConfigMap per key, for the controller to read.
 fn informer_store(keys: usize) -> Store<ConfigMap> {
     let writer = Writer::new(Store::default(), Json::<ConfigMap>::new());
     let changes = (0..keys as u32)
@@ -183,7 +196,7 @@ fn informer_store(keys: usize) -> Store<ConfigMap> {
     writer.store().clone()
 }
 
-/// A kube-runtime reflector store holding the same ConfigMaps, marked ready.
+/// Returns a kube-runtime reflector store with the same ConfigMaps, marked ready.
 fn kube_store(keys: usize) -> reflector::Store<ConfigMap> {
     let mut writer = reflector::store::Writer::<ConfigMap>::default();
     writer.apply_watcher_event(&watcher::Event::Init);
@@ -402,7 +415,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn bench_stream(c: &mut Criterion, runtime: &tokio::runtime::Runtime, stream: KeyStream) {
     let fixture = Fixture::new(stream);
     let mut group = c.benchmark_group(format!("workqueue/{}", fixture.stream.name));
-    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.throughput(Throughput::Elements(events() as u64));
     group.sample_size(20);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(3));
