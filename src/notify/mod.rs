@@ -158,7 +158,8 @@ const RETAINED_KEYS: usize = 1024;
 /// The events waiting for one key: at most a delete followed by an add or update.
 struct Pending<T> {
     first: Option<Event<T>>,
-    then: Option<Event<T>>,
+    /// Boxed because it is rarely set: a pending key costs the size of one event, not two.
+    then: Option<Box<Event<T>>>,
 }
 
 /// A handler's bounded buffer. Invariant: every key in `pending` is in `order` exactly once,
@@ -205,7 +206,8 @@ impl<T> Buffer<T> {
             if self.pending.is_empty() {
                 self.release_capacity();
             }
-            let events: Vec<Event<T>> = pending.first.into_iter().chain(pending.then).collect();
+            let then = pending.then.map(|event| *event);
+            let events: Vec<Event<T>> = pending.first.into_iter().chain(then).collect();
             self.events -= events.len();
             if !events.is_empty() {
                 return Some(events);
@@ -237,7 +239,7 @@ fn merge<T>(pending: &mut Pending<T>, new: Event<T>) {
 
     // An add after a delete waits behind it.
     if let Some(then) = pending.then.take() {
-        pending.then = merge_one(then, new);
+        pending.then = merge_one(*then, new).map(Box::new);
         return;
     }
 
@@ -246,7 +248,7 @@ fn merge<T>(pending: &mut Pending<T>, new: Event<T>) {
         Some(first) if first.is_delete() => {
             if let Event::Added(_) = new {
                 pending.first = Some(first);
-                pending.then = Some(new);
+                pending.then = Some(Box::new(new));
             } else {
                 // An update or another delete after a delete cannot come from the cache;
                 // keep the newest.
@@ -525,6 +527,25 @@ mod tests {
         assert_eq!(buffer.events, 0);
         assert!(buffer.pending.capacity() <= 2 * RETAINED_KEYS);
         assert!(buffer.order.capacity() <= 2 * RETAINED_KEYS);
+    }
+
+    #[test]
+    fn delete_then_add_kept() {
+        let mut buffer = buffer();
+        let old = added(1).object().clone();
+        buffer.push(Event::Deleted(old.clone()));
+        buffer.push(added(1));
+        buffer.push(Event::Updated {
+            old,
+            new: added(1).object().clone(),
+        });
+        assert_eq!(buffer.events, 2);
+
+        let events = buffer.pop().unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(matches!(events[0], Event::Deleted(_)));
+        assert!(matches!(events[1], Event::Added(_)), "{:?}", events[1]);
+        assert!(buffer.pop().is_none());
     }
 
     #[test]
