@@ -162,6 +162,17 @@ struct Pending<T> {
     then: Option<Box<Event<T>>>,
 }
 
+impl<T> Pending<T> {
+    fn len(&self) -> usize {
+        self.first.is_some() as usize + self.then.is_some() as usize
+    }
+
+    /// Returns the events in delivery order.
+    fn into_events(self) -> impl Iterator<Item = Event<T>> {
+        self.first.into_iter().chain(self.then.map(|event| *event))
+    }
+}
+
 /// A handler's bounded buffer. Invariant: every key in `pending` is in `order` exactly once,
 /// and `order` holds no other key, so both are bounded by the number of distinct keys.
 struct Buffer<T> {
@@ -190,15 +201,15 @@ impl<T> Buffer<T> {
             }
         };
 
-        let before = pending.first.is_some() as usize + pending.then.is_some() as usize;
+        let before = pending.len();
         merge(pending, event);
-        let after = pending.first.is_some() as usize + pending.then.is_some() as usize;
+        let after = pending.len();
         self.events = self.events + after - before;
         true
     }
 
     /// Takes the events of the key that has waited longest.
-    fn pop(&mut self) -> Option<Vec<Event<T>>> {
+    fn pop(&mut self) -> Option<Pending<T>> {
         while let Some(key) = self.order.pop_front() {
             let Some(pending) = self.pending.remove(&key) else {
                 continue;
@@ -206,11 +217,10 @@ impl<T> Buffer<T> {
             if self.pending.is_empty() {
                 self.release_capacity();
             }
-            let then = pending.then.map(|event| *event);
-            let events: Vec<Event<T>> = pending.first.into_iter().chain(then).collect();
-            self.events -= events.len();
-            if !events.is_empty() {
-                return Some(events);
+            let count = pending.len();
+            self.events -= count;
+            if count > 0 {
+                return Some(pending);
             }
         }
         None
@@ -428,8 +438,8 @@ async fn run_handler<T, H>(
         };
 
         match next {
-            Some(events) => {
-                for event in events {
+            Some(pending) => {
+                for event in pending.into_events() {
                     deliver(&slot.name, &mut handler, event);
                 }
                 // Yield between keys so one busy handler shares its worker thread.
@@ -541,7 +551,7 @@ mod tests {
         });
         assert_eq!(buffer.events, 2);
 
-        let events = buffer.pop().unwrap();
+        let events: Vec<Event<u32>> = buffer.pop().unwrap().into_events().collect();
         assert_eq!(events.len(), 2);
         assert!(matches!(events[0], Event::Deleted(_)));
         assert!(matches!(events[1], Event::Added(_)), "{:?}", events[1]);
@@ -557,7 +567,7 @@ mod tests {
         assert_eq!(buffer.events, 2);
         assert_eq!(buffer.order.len(), 2);
 
-        let first = buffer.pop().unwrap();
+        let first: Vec<Event<u32>> = buffer.pop().unwrap().into_events().collect();
         assert_eq!(first.len(), 1);
         assert_eq!(&**first[0].key(), "k1");
         assert!(matches!(first[0], Event::Added(_)));
