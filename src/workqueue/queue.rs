@@ -380,7 +380,6 @@ impl<K: QueueKey> WorkQueue<K> {
     /// Marks `key` as finished. If the key was added again while in flight, it is queued now.
     /// A key that is not in flight is ignored.
     pub fn done(&self, key: &K) {
-        let now = Instant::now();
         let mut state = self.shared.state.lock();
         if !state.processing.remove(key) {
             return;
@@ -388,7 +387,8 @@ impl<K: QueueKey> WorkQueue<K> {
 
         let requeued = state.dirty.contains(key);
         if requeued {
-            state.queue.push_back((key.clone(), now));
+            // The clock is read only here: most keys are not added again while in flight.
+            state.queue.push_back((key.clone(), Instant::now()));
         }
         let depth = state.queue.len();
         let exhausted = state.lifecycle == Lifecycle::Draining && state.is_exhausted();
