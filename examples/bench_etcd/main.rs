@@ -136,7 +136,8 @@ struct ChildArgs {
     /// The revision a catch-up watch starts at.
     #[arg(long, default_value_t = 0)]
     from: i64,
-    #[arg(long, default_value_t = 2)]
+    /// Workers of the pipeline's controller.
+    #[arg(long, default_value_t = informer::controller::DEFAULT_WORKERS)]
     workers: usize,
     /// Latency samples of keys below this index are left out.
     #[arg(long, default_value_t = 0)]
