@@ -207,6 +207,55 @@ where
     }
 }
 
+/// Applies a function to every value another decoder returns, before the cache stores it.
+///
+/// Use it to drop what the controller never reads, as client-go's `TransformFunc` and
+/// kube-runtime's `modify` do. The cache holds one copy of every object, so a field dropped
+/// here saves its size once per cached key. [`drop_managed_fields`] is the common case for
+/// Kubernetes objects, whose `metadata.managedFields` is often larger than the rest of the
+/// object.
+///
+/// # Example
+///
+/// ```
+/// use informer::decode::{Json, Transform, drop_managed_fields};
+/// use k8s_openapi::api::core::v1::ConfigMap;
+///
+/// let decoder = Transform::new(Json::<ConfigMap>::new(), drop_managed_fields::<ConfigMap>);
+/// # let _ = decoder;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Transform<D, F> {
+    decoder: D,
+    transform: F,
+}
+
+impl<D, F> Transform<D, F> {
+    /// Creates a decoder that runs `decoder`, then `transform` on each value it returns.
+    pub fn new(decoder: D, transform: F) -> Self {
+        Transform { decoder, transform }
+    }
+}
+
+impl<V, D, F> Decoder<V> for Transform<D, F>
+where
+    D: Decoder<V>,
+    F: Fn(D::Output) -> D::Output + Send + Sync + 'static,
+{
+    type Output = D::Output;
+
+    fn decode(&self, key: &Arc<str>, value: &V) -> Result<D::Output, DecodeError> {
+        self.decoder.decode(key, value).map(&self.transform)
+    }
+}
+
+/// Returns `object` without `metadata.managedFields`, the server-side apply bookkeeping that
+/// controllers rarely read. Pass it to [`Transform::new`].
+pub fn drop_managed_fields<K: kube::Resource>(mut object: K) -> K {
+    object.meta_mut().managed_fields = None;
+    object
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +296,34 @@ mod tests {
             DecodeErrorKind::TooLarge { limit: 3 }
         ));
         assert_eq!(error.size, 4);
+    }
+
+    #[test]
+    fn transform_drops_managed_fields() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+
+        let decoder = Transform::new(Json::<ConfigMap>::new(), drop_managed_fields::<ConfigMap>);
+        let value = serde_json::json!({
+            "metadata": {
+                "name": "a",
+                "managedFields": [{ "manager": "helm", "operation": "Update" }],
+            },
+            "data": { "k": "v" },
+        });
+        let object = decoder.decode(&key(), &value).unwrap();
+        assert_eq!(object.metadata.name.as_deref(), Some("a"));
+        assert!(object.metadata.managed_fields.is_none());
+        assert_eq!(object.data.unwrap()["k"], "v");
+    }
+
+    #[test]
+    fn transform_keeps_decode_errors() {
+        let decoder = Transform::new(Json::<u32>::new(), |value: u32| value + 1);
+        let error = decoder
+            .decode(&key(), &Bytes::from_static(b"\"x\""))
+            .unwrap_err();
+        assert!(matches!(error.reason, DecodeErrorKind::InvalidJson(_)));
+        let value = decoder.decode(&key(), &Bytes::from_static(b"41")).unwrap();
+        assert_eq!(value, 42);
     }
 }

@@ -5,7 +5,7 @@
 //! `prometheus_client` registry under the `informer_` prefix. Metric names and labels are a
 //! public interface: dashboards depend on them, so they change only with a major version.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -117,7 +117,220 @@ fn named(name: &str) -> NameLabels {
     }
 }
 
+/// One series of a metric family, looked up on first use and kept.
+///
+/// A family lookup allocates the label set, hashes it and takes the family's lock. Stages that
+/// update a metric for every key hold a `Series` instead, so every update after the first is
+/// one atomic operation on the value the family shares. The series appears in the family on
+/// first use, as it does through the [`Metrics`] methods.
+struct Series<M> {
+    cell: OnceLock<M>,
+}
+
+impl<M: Clone> Series<M> {
+    fn new() -> Self {
+        Series {
+            cell: OnceLock::new(),
+        }
+    }
+
+    fn get(&self, lookup: impl FnOnce() -> M) -> &M {
+        self.cell.get_or_init(lookup)
+    }
+}
+
+/// The metrics of one work queue, resolved once per queue.
+pub(crate) struct QueueMetrics {
+    metrics: Metrics,
+    labels: NameLabels,
+    adds: Series<Counter>,
+    depth: Series<Gauge>,
+    retries: Series<Counter>,
+    wait_seconds: Series<Histogram>,
+}
+
+impl QueueMetrics {
+    /// Counts a key added to the queue.
+    pub(crate) fn add(&self) {
+        let family = &self.metrics.inner.queue_adds;
+        self.adds
+            .get(|| family.get_or_create(&self.labels).clone())
+            .inc();
+    }
+
+    /// Sets the number of ready keys.
+    pub(crate) fn set_depth(&self, depth: usize) {
+        let family = &self.metrics.inner.queue_depth;
+        self.depth
+            .get(|| family.get_or_create(&self.labels).clone())
+            .set(depth as i64);
+    }
+
+    /// Counts a rate-limited add.
+    pub(crate) fn retry(&self) {
+        let family = &self.metrics.inner.queue_retries;
+        self.retries
+            .get(|| family.get_or_create(&self.labels).clone())
+            .inc();
+    }
+
+    /// Records how long a key waited before a worker took it.
+    pub(crate) fn observe_wait(&self, seconds: f64) {
+        let family = &self.metrics.inner.queue_wait_seconds;
+        self.wait_seconds
+            .get(|| family.get_or_create(&self.labels).clone())
+            .observe(seconds);
+    }
+}
+
+/// The `result` labels of the reconcile counter, in the order of
+/// [`ControllerMetrics::reconciles`].
+const RECONCILE_RESULTS: [&str; 5] = ["done", "requeue_after", "requeue", "error", "panic"];
+
+/// The metrics of one controller, resolved once per controller.
+pub(crate) struct ControllerMetrics {
+    metrics: Metrics,
+    labels: NameLabels,
+    reconciles: [Series<Counter>; RECONCILE_RESULTS.len()],
+    reconcile_seconds: Series<Histogram>,
+    active_workers: Series<Gauge>,
+}
+
+impl ControllerMetrics {
+    /// Counts a reconcile outcome: `done`, `requeue_after`, `requeue`, `error` or `panic`.
+    ///
+    /// # Panics
+    /// If `result` is not one of these labels.
+    pub(crate) fn reconcile(&self, result: &str) {
+        let index = RECONCILE_RESULTS
+            .iter()
+            .position(|label| *label == result)
+            .unwrap_or_else(|| panic!("unknown reconcile result label {result:?}"));
+        let labels = || ReconcileLabels {
+            name: self.labels.name.clone(),
+            result: result.to_owned(),
+        };
+        let family = &self.metrics.inner.reconciles;
+        self.reconciles[index]
+            .get(|| family.get_or_create(&labels()).clone())
+            .inc();
+    }
+
+    /// Records a reconcile's duration.
+    pub(crate) fn observe_reconcile(&self, seconds: f64) {
+        let family = &self.metrics.inner.reconcile_seconds;
+        self.reconcile_seconds
+            .get(|| family.get_or_create(&self.labels).clone())
+            .observe(seconds);
+    }
+
+    /// Changes the number of workers running a reconcile by `delta`.
+    pub(crate) fn add_active_workers(&self, delta: i64) {
+        let family = &self.metrics.inner.active_workers;
+        self.active_workers
+            .get(|| family.get_or_create(&self.labels).clone())
+            .inc_by(delta);
+    }
+}
+
+/// The metrics of one event handler, resolved once per handler.
+pub(crate) struct HandlerMetrics {
+    metrics: Metrics,
+    labels: NameLabels,
+    coalesced: Series<Counter>,
+    pending: Series<Gauge>,
+}
+
+impl HandlerMetrics {
+    /// Counts an event merged into a pending one.
+    pub(crate) fn coalesced(&self) {
+        let family = &self.metrics.inner.notify_coalesced;
+        self.coalesced
+            .get(|| family.get_or_create(&self.labels).clone())
+            .inc();
+    }
+
+    /// Sets the number of events waiting for the handler.
+    pub(crate) fn set_pending(&self, count: usize) {
+        let family = &self.metrics.inner.notify_pending;
+        self.pending
+            .get(|| family.get_or_create(&self.labels).clone())
+            .set(count as i64);
+    }
+}
+
+/// The per-batch metrics of one source's cache and reflector, resolved once per source.
+pub(crate) struct SourceMetrics {
+    metrics: Metrics,
+    labels: SourceLabels,
+    cache_objects: Series<Gauge>,
+    watch_batches: Series<Counter>,
+}
+
+impl SourceMetrics {
+    /// Sets the number of cached objects.
+    pub(crate) fn set_cache_objects(&self, count: usize) {
+        let family = &self.metrics.inner.cache_objects;
+        self.cache_objects
+            .get(|| family.get_or_create(&self.labels).clone())
+            .set(count as i64);
+    }
+
+    /// Counts an applied watch batch.
+    pub(crate) fn watch_batch(&self) {
+        let family = &self.metrics.inner.watch_batches;
+        self.watch_batches
+            .get(|| family.get_or_create(&self.labels).clone())
+            .inc();
+    }
+}
+
 impl Metrics {
+    /// Returns the metrics of the queue named `queue`, for updates without a label lookup.
+    pub(crate) fn for_queue(&self, queue: &str) -> QueueMetrics {
+        QueueMetrics {
+            metrics: self.clone(),
+            labels: named(queue),
+            adds: Series::new(),
+            depth: Series::new(),
+            retries: Series::new(),
+            wait_seconds: Series::new(),
+        }
+    }
+
+    /// Returns the metrics of the controller named `controller`, for updates without a label
+    /// lookup.
+    pub(crate) fn for_controller(&self, controller: &str) -> ControllerMetrics {
+        ControllerMetrics {
+            metrics: self.clone(),
+            labels: named(controller),
+            reconciles: std::array::from_fn(|_| Series::new()),
+            reconcile_seconds: Series::new(),
+            active_workers: Series::new(),
+        }
+    }
+
+    /// Returns the metrics of the handler named `handler`, for updates without a label lookup.
+    pub(crate) fn for_handler(&self, handler: &str) -> HandlerMetrics {
+        HandlerMetrics {
+            metrics: self.clone(),
+            labels: named(handler),
+            coalesced: Series::new(),
+            pending: Series::new(),
+        }
+    }
+
+    /// Returns the per-batch metrics of the source named `source_name`, for updates without a
+    /// label lookup.
+    pub(crate) fn for_source(&self, source_name: &str) -> SourceMetrics {
+        SourceMetrics {
+            metrics: self.clone(),
+            labels: source(source_name),
+            cache_objects: Series::new(),
+            watch_batches: Series::new(),
+        }
+    }
+
     /// Registers every metric in `registry` under the `informer_` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("informer");
@@ -390,5 +603,58 @@ impl Metrics {
             .active_workers
             .get_or_create(&named(controller))
             .get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exported(metrics: &Metrics) -> String {
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn handles_share_series() {
+        let metrics = Metrics::default();
+        metrics.for_queue("q").add();
+        metrics.for_queue("q").add();
+        metrics.queue_add("q");
+        assert_eq!(metrics.queue_adds("q"), 3);
+
+        let controller = metrics.for_controller("c");
+        controller.reconcile("done");
+        controller.reconcile("panic");
+        controller.add_active_workers(2);
+        assert_eq!(metrics.reconciles("c", "done"), 1);
+        assert_eq!(metrics.reconciles("c", "panic"), 1);
+        assert_eq!(metrics.reconciles("c", "error"), 0);
+        assert_eq!(metrics.active_workers("c"), 2);
+
+        metrics.for_handler("h").coalesced();
+        assert_eq!(metrics.notify_coalesced_count("h"), 1);
+    }
+
+    #[test]
+    fn handle_series_appear_on_use() {
+        let metrics = Metrics::default();
+        let source = metrics.for_source("s");
+        assert!(!exported(&metrics).contains("informer_cache_objects{source=\"s\"}"));
+
+        source.set_cache_objects(5);
+        source.watch_batch();
+        let text = exported(&metrics);
+        assert!(
+            text.contains("informer_cache_objects{source=\"s\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("informer_watch_batches_total{source=\"s\"} 1"),
+            "{text}"
+        );
     }
 }

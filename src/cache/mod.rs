@@ -40,7 +40,7 @@ use std::sync::atomic::AtomicU64;
 use parking_lot::RwLock;
 
 use crate::decode::DecodeError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SourceMetrics};
 use crate::notify::HandlerSlot;
 use crate::source::{Incarnation, Revision};
 
@@ -112,6 +112,8 @@ pub(crate) struct Shared<T> {
     pub(crate) state: RwLock<State<T>>,
     pub(crate) name: Arc<str>,
     pub(crate) metrics: Metrics,
+    /// The per-batch metrics of this store's source, resolved once.
+    pub(crate) source_metrics: SourceMetrics,
 }
 
 /// A cheap, cloneable read handle on the cache.
@@ -147,6 +149,7 @@ impl<T> std::fmt::Debug for Store<T> {
 impl<T> Store<T> {
     /// Creates an empty store. `name` appears in logs and metrics, usually the source's name.
     pub fn new(name: impl Into<Arc<str>>, metrics: Metrics) -> Self {
+        let name = name.into();
         Store {
             shared: Arc::new(Shared {
                 state: RwLock::new(State {
@@ -157,7 +160,8 @@ impl<T> Store<T> {
                     revision: 0,
                     epoch: 0,
                 }),
-                name: name.into(),
+                source_metrics: metrics.for_source(&name),
+                name,
                 metrics,
             }),
         }

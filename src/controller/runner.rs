@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 use super::decision::{Outcome, apply, decide};
 use super::{Action, ObjectState, Reconciler, Request};
 use crate::cache::Store;
-use crate::metrics::Metrics;
+use crate::metrics::{ControllerMetrics, Metrics};
 use crate::workqueue::WorkQueue;
 
 /// Default number of workers: one, so a controller reconciles one key at a time unless asked.
@@ -163,13 +163,14 @@ where
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
         let deadline = self.shutdown_deadline;
         let workers = self.workers;
+        let metrics = self.metrics.for_controller(&self.name);
         let pool = Arc::new(Pool {
             name: self.name,
             queue: self.queue,
             store: self.store,
             reconciler: self.reconciler,
             ctx: self.ctx,
-            metrics: self.metrics,
+            metrics,
             in_flight: AtomicUsize::new(0),
         });
 
@@ -269,7 +270,7 @@ struct Pool<T, C, R> {
     store: Store<T>,
     reconciler: R,
     ctx: Arc<C>,
-    metrics: Metrics,
+    metrics: ControllerMetrics,
     /// Reconciles running now.
     in_flight: AtomicUsize,
 }
@@ -408,9 +409,8 @@ where
         let elapsed = started.elapsed();
 
         let outcome = self.log_result(&key, attempt, elapsed, result);
-        self.metrics.reconcile(&self.name, outcome.label());
-        self.metrics
-            .observe_reconcile(&self.name, elapsed.as_secs_f64());
+        self.metrics.reconcile(outcome.label());
+        self.metrics.observe_reconcile(elapsed.as_secs_f64());
         apply(&self.queue, &key, decide(outcome));
     }
 
@@ -471,9 +471,8 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 /// Marks a key as in flight for as long as the guard lives. Dropping the guard, also when the
 /// reconcile is aborted or a panic unwinds, releases the key with [`WorkQueue::done`].
 struct InFlight<'a> {
-    name: &'a str,
     queue: &'a WorkQueue<Arc<str>>,
-    metrics: &'a Metrics,
+    metrics: &'a ControllerMetrics,
     in_flight: &'a AtomicUsize,
     key: Arc<str>,
 }
@@ -481,9 +480,8 @@ struct InFlight<'a> {
 impl<'a> InFlight<'a> {
     fn begin<T, C, R>(pool: &'a Pool<T, C, R>, key: Arc<str>) -> Self {
         pool.in_flight.fetch_add(1, Ordering::SeqCst);
-        pool.metrics.add_active_workers(&pool.name, 1);
+        pool.metrics.add_active_workers(1);
         InFlight {
-            name: &pool.name,
             queue: &pool.queue,
             metrics: &pool.metrics,
             in_flight: &pool.in_flight,
@@ -496,6 +494,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.queue.done(&self.key);
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.metrics.add_active_workers(self.name, -1);
+        self.metrics.add_active_workers(-1);
     }
 }

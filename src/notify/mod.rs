@@ -33,6 +33,7 @@
 //! each period, except for keys that already have a pending event. A resync reads the cache and
 //! never contacts the server.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -44,7 +45,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info};
 
 use crate::cache::{Cached, Store};
-use crate::metrics::Metrics;
+use crate::metrics::HandlerMetrics;
 
 /// A change of the cache, as handlers see it.
 #[derive(Debug)]
@@ -150,10 +151,26 @@ impl HandlerOptions {
     }
 }
 
+/// The number of keys a drained buffer keeps room for. A buffer that held more frees the rest
+/// once it is empty.
+const RETAINED_KEYS: usize = 1024;
+
 /// The events waiting for one key: at most a delete followed by an add or update.
 struct Pending<T> {
     first: Option<Event<T>>,
-    then: Option<Event<T>>,
+    /// Boxed because it is rarely set: a pending key costs the size of one event, not two.
+    then: Option<Box<Event<T>>>,
+}
+
+impl<T> Pending<T> {
+    fn len(&self) -> usize {
+        self.first.is_some() as usize + self.then.is_some() as usize
+    }
+
+    /// Returns the events in delivery order.
+    fn into_events(self) -> impl Iterator<Item = Event<T>> {
+        self.first.into_iter().chain(self.then.map(|event| *event))
+    }
 }
 
 /// A handler's bounded buffer. Invariant: every key in `pending` is in `order` exactly once,
@@ -171,39 +188,53 @@ impl<T> Buffer<T> {
     /// into or cancelled against an existing one.
     fn push(&mut self, event: Event<T>) -> bool {
         let key = event.key().clone();
-        let Some(pending) = self.pending.get_mut(&key) else {
-            self.order.push_back(key.clone());
-            self.pending.insert(
-                key,
-                Pending {
+        let pending = match self.pending.entry(key) {
+            Entry::Occupied(occupied) => occupied.into_mut(),
+            Entry::Vacant(vacant) => {
+                self.order.push_back(vacant.key().clone());
+                vacant.insert(Pending {
                     first: Some(event),
                     then: None,
-                },
-            );
-            self.events += 1;
-            return false;
+                });
+                self.events += 1;
+                return false;
+            }
         };
 
-        let before = pending.first.is_some() as usize + pending.then.is_some() as usize;
+        let before = pending.len();
         merge(pending, event);
-        let after = pending.first.is_some() as usize + pending.then.is_some() as usize;
+        let after = pending.len();
         self.events = self.events + after - before;
         true
     }
 
     /// Takes the events of the key that has waited longest.
-    fn pop(&mut self) -> Option<Vec<Event<T>>> {
+    fn pop(&mut self) -> Option<Pending<T>> {
         while let Some(key) = self.order.pop_front() {
             let Some(pending) = self.pending.remove(&key) else {
                 continue;
             };
-            let events: Vec<Event<T>> = pending.first.into_iter().chain(pending.then).collect();
-            self.events -= events.len();
-            if !events.is_empty() {
-                return Some(events);
+            if self.pending.is_empty() {
+                self.release_capacity();
+            }
+            let count = pending.len();
+            self.events -= count;
+            if count > 0 {
+                return Some(pending);
             }
         }
         None
+    }
+
+    /// Frees the tables of a drained burst. A list of many keys grows them to one slot per
+    /// key, and a hash table never shrinks by itself.
+    fn release_capacity(&mut self) {
+        if self.pending.capacity() > RETAINED_KEYS {
+            self.pending.shrink_to(RETAINED_KEYS);
+        }
+        if self.order.capacity() > RETAINED_KEYS {
+            self.order.shrink_to(RETAINED_KEYS);
+        }
     }
 }
 
@@ -218,7 +249,7 @@ fn merge<T>(pending: &mut Pending<T>, new: Event<T>) {
 
     // An add after a delete waits behind it.
     if let Some(then) = pending.then.take() {
-        pending.then = merge_one(then, new);
+        pending.then = merge_one(*then, new).map(Box::new);
         return;
     }
 
@@ -227,7 +258,7 @@ fn merge<T>(pending: &mut Pending<T>, new: Event<T>) {
         Some(first) if first.is_delete() => {
             if let Event::Added(_) = new {
                 pending.first = Some(first);
-                pending.then = Some(new);
+                pending.then = Some(Box::new(new));
             } else {
                 // An update or another delete after a delete cannot come from the cache;
                 // keep the newest.
@@ -256,22 +287,37 @@ pub(crate) struct HandlerSlot<T> {
     name: Arc<str>,
     buffer: Mutex<Buffer<T>>,
     wake: Notify,
-    metrics: Metrics,
+    metrics: HandlerMetrics,
 }
 
 impl<T> HandlerSlot<T> {
-    /// Queues events for the handler. Never blocks on the handler.
+    /// Queues copies of events for the handler. Never blocks on the handler.
     pub(crate) fn push_all(&self, events: &[Event<T>]) {
+        self.push_each(events.iter().cloned());
+    }
+
+    /// Queues events for the handler. Never blocks on the handler.
+    pub(crate) fn push_owned(&self, events: Vec<Event<T>>) {
+        self.push_each(events);
+    }
+
+    fn push_each(&self, events: impl IntoIterator<Item = Event<T>>) {
+        let events = events.into_iter();
         let mut buffer = self.buffer.lock();
         if buffer.closed {
             return;
         }
+        // One allocation for a large batch, such as a first list, instead of a rehash at every
+        // doubling. The capacity is freed once the handler drains the buffer.
+        let (batch, _) = events.size_hint();
+        buffer.pending.reserve(batch);
+        buffer.order.reserve(batch);
         for event in events {
-            if buffer.push(event.clone()) {
-                self.metrics.notify_coalesced(&self.name);
+            if buffer.push(event) {
+                self.metrics.coalesced();
             }
         }
-        self.metrics.set_notify_pending(&self.name, buffer.events);
+        self.metrics.set_pending(buffer.events);
         drop(buffer);
         self.wake.notify_one();
     }
@@ -338,7 +384,7 @@ impl<T: Send + Sync + 'static> Store<T> {
                 closed: false,
             }),
             wake: Notify::new(),
-            metrics: self.shared.metrics.clone(),
+            metrics: self.shared.metrics.for_handler(&name),
         });
 
         {
@@ -387,13 +433,13 @@ async fn run_handler<T, H>(
                 return;
             }
             let next = buffer.pop();
-            slot.metrics.set_notify_pending(&slot.name, buffer.events);
+            slot.metrics.set_pending(buffer.events);
             next
         };
 
         match next {
-            Some(events) => {
-                for event in events {
+            Some(pending) => {
+                for event in pending.into_events() {
                     deliver(&slot.name, &mut handler, event);
                 }
                 // Yield between keys so one busy handler shares its worker thread.
@@ -450,4 +496,80 @@ where
     T: Send + Sync + 'static,
 {
     move |event: Event<T>| queue.add(event.key().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Incarnation;
+
+    fn added(key: usize) -> Event<u32> {
+        Event::Added(Cached {
+            key: Arc::from(format!("k{key}")),
+            revision: key as i64 + 1,
+            incarnation: Incarnation::CreateRevision(1),
+            value: Arc::new(0),
+        })
+    }
+
+    fn buffer() -> Buffer<u32> {
+        Buffer {
+            order: VecDeque::new(),
+            pending: HashMap::new(),
+            events: 0,
+            closed: false,
+        }
+    }
+
+    #[test]
+    fn drained_buffer_frees_capacity() {
+        let mut buffer = buffer();
+        for key in 0..10_000 {
+            buffer.push(added(key));
+        }
+        assert!(buffer.pending.capacity() >= 10_000);
+
+        let mut popped = 0;
+        while buffer.pop().is_some() {
+            popped += 1;
+        }
+        assert_eq!(popped, 10_000);
+        assert_eq!(buffer.events, 0);
+        assert!(buffer.pending.capacity() <= 2 * RETAINED_KEYS);
+        assert!(buffer.order.capacity() <= 2 * RETAINED_KEYS);
+    }
+
+    #[test]
+    fn delete_then_add_kept() {
+        let mut buffer = buffer();
+        let old = added(1).object().clone();
+        buffer.push(Event::Deleted(old.clone()));
+        buffer.push(added(1));
+        buffer.push(Event::Updated {
+            old,
+            new: added(1).object().clone(),
+        });
+        assert_eq!(buffer.events, 2);
+
+        let events: Vec<Event<u32>> = buffer.pop().unwrap().into_events().collect();
+        assert_eq!(events.len(), 2);
+        assert!(matches!(events[0], Event::Deleted(_)));
+        assert!(matches!(events[1], Event::Added(_)), "{:?}", events[1]);
+        assert!(buffer.pop().is_none());
+    }
+
+    #[test]
+    fn push_merges_same_key() {
+        let mut buffer = buffer();
+        assert!(!buffer.push(added(1)));
+        assert!(buffer.push(Event::Resync(added(1).object().clone())));
+        assert!(!buffer.push(added(2)));
+        assert_eq!(buffer.events, 2);
+        assert_eq!(buffer.order.len(), 2);
+
+        let first: Vec<Event<u32>> = buffer.pop().unwrap().into_events().collect();
+        assert_eq!(first.len(), 1);
+        assert_eq!(&**first[0].key(), "k1");
+        assert!(matches!(first[0], Event::Added(_)));
+    }
 }

@@ -419,7 +419,8 @@ where
                     }
                     let revision = batch.revision;
                     self.writer.apply(batch);
-                    self.metrics.watch_batch(self.source.name());
+                    // The store is named after the source, so this is the source's series.
+                    self.writer.store().shared.source_metrics.watch_batch();
                     revision
                 }
             };

@@ -14,7 +14,7 @@ use tracing::{debug, info};
 use super::delay::Delayed;
 use super::ratelimit::{RateLimiter, default_rate_limiter};
 use super::{QueueKey, QueueStats};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, QueueMetrics};
 
 /// Delay used in place of one too long to add to the current instant (about 30 years).
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
@@ -44,7 +44,7 @@ struct Shared<K> {
     /// Wakes [`WorkQueue::shut_down_with_drain`] when no key is pending or in flight.
     idle: Notify,
     limiter: Box<dyn RateLimiter<K>>,
-    metrics: Metrics,
+    metrics: QueueMetrics,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,6 +188,7 @@ impl<K: QueueKey> WorkQueueBuilder<K> {
         let limiter = self
             .limiter
             .unwrap_or_else(|| Box::new(default_rate_limiter::<K>()));
+        let metrics = self.metrics.for_queue(&self.name);
         WorkQueue {
             shared: Arc::new(Shared {
                 name: self.name,
@@ -195,7 +196,7 @@ impl<K: QueueKey> WorkQueueBuilder<K> {
                 ready: Notify::new(),
                 idle: Notify::new(),
                 limiter,
-                metrics: self.metrics,
+                metrics,
             }),
         }
     }
@@ -250,12 +251,10 @@ impl<K: QueueKey> WorkQueue<K> {
 
         match insert {
             Insert::Duplicate => {}
-            Insert::AfterDone => self.shared.metrics.queue_add(&self.shared.name),
+            Insert::AfterDone => self.shared.metrics.add(),
             Insert::Queued => {
-                self.shared.metrics.queue_add(&self.shared.name);
-                self.shared
-                    .metrics
-                    .set_queue_depth(&self.shared.name, depth);
+                self.shared.metrics.add();
+                self.shared.metrics.set_depth(depth);
                 self.shared.ready.notify_one();
             }
         }
@@ -303,7 +302,7 @@ impl<K: QueueKey> WorkQueue<K> {
         }
 
         let delay = self.shared.limiter.when(&key);
-        self.shared.metrics.queue_retry(&self.shared.name);
+        self.shared.metrics.retry();
         self.add_after(key, delay);
     }
 
@@ -368,11 +367,8 @@ impl<K: QueueKey> WorkQueue<K> {
         self.record_promoted(added, queued, taken.is_some(), depth);
         if let Some((key, ready_at)) = taken {
             let waited = now.saturating_duration_since(ready_at);
-            let name = &self.shared.name;
-            self.shared.metrics.set_queue_depth(name, depth);
-            self.shared
-                .metrics
-                .observe_queue_wait(name, waited.as_secs_f64());
+            self.shared.metrics.set_depth(depth);
+            self.shared.metrics.observe_wait(waited.as_secs_f64());
             return Take::Key(key);
         }
         if exhausted {
@@ -384,7 +380,6 @@ impl<K: QueueKey> WorkQueue<K> {
     /// Marks `key` as finished. If the key was added again while in flight, it is queued now.
     /// A key that is not in flight is ignored.
     pub fn done(&self, key: &K) {
-        let now = Instant::now();
         let mut state = self.shared.state.lock();
         if !state.processing.remove(key) {
             return;
@@ -392,7 +387,8 @@ impl<K: QueueKey> WorkQueue<K> {
 
         let requeued = state.dirty.contains(key);
         if requeued {
-            state.queue.push_back((key.clone(), now));
+            // The clock is read only here: most keys are not added again while in flight.
+            state.queue.push_back((key.clone(), Instant::now()));
         }
         let depth = state.queue.len();
         let exhausted = state.lifecycle == Lifecycle::Draining && state.is_exhausted();
@@ -400,9 +396,7 @@ impl<K: QueueKey> WorkQueue<K> {
         drop(state);
 
         if requeued {
-            self.shared
-                .metrics
-                .set_queue_depth(&self.shared.name, depth);
+            self.shared.metrics.set_depth(depth);
             self.shared.ready.notify_one();
         }
         if exhausted {
@@ -469,7 +463,7 @@ impl<K: QueueKey> WorkQueue<K> {
         drop(state);
 
         info!(queue = %self.shared.name, dropped, in_flight, "work queue shut down");
-        self.shared.metrics.set_queue_depth(&self.shared.name, 0);
+        self.shared.metrics.set_depth(0);
         self.shared.ready.notify_waiters();
         if in_flight == 0 {
             self.shared.idle.notify_waiters();
@@ -533,12 +527,10 @@ impl<K: QueueKey> WorkQueue<K> {
     /// after that.
     fn record_promoted(&self, added: usize, queued: usize, taken: bool, depth: usize) {
         for _ in 0..added {
-            self.shared.metrics.queue_add(&self.shared.name);
+            self.shared.metrics.add();
         }
         if queued > 0 {
-            self.shared
-                .metrics
-                .set_queue_depth(&self.shared.name, depth);
+            self.shared.metrics.set_depth(depth);
         }
         let others = if taken {
             queued.saturating_sub(1)
