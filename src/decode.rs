@@ -18,11 +18,11 @@ pub struct DecodeError {
     pub key: Arc<str>,
     /// The size of the raw value in bytes.
     pub size: usize,
-    /// Why decoding failed.
+    /// The reason decoding failed.
     pub reason: DecodeErrorKind,
 }
 
-/// Why a value failed to decode.
+/// The reason a value failed to decode.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DecodeErrorKind {
     /// The value is larger than the decoder's limit.
@@ -55,7 +55,7 @@ pub trait Decoder<V>: Send + Sync + 'static {
 }
 
 /// The default maximum size of one value, in bytes: 16 MiB, above etcd's default request limit
-/// of 1.5 MiB and Kubernetes' 3 MiB object limit, so it only stops values nobody meant to store.
+/// of 1.5 MiB and Kubernetes' 3 MiB object limit, so it only stops values that were stored by mistake.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 
 fn check_size(key: &Arc<str>, size: usize, limit: usize) -> Result<(), DecodeError> {
@@ -210,7 +210,7 @@ where
 /// Applies a function to every value another decoder returns, before the cache stores it.
 ///
 /// Use it to drop what the controller never reads, as client-go's `TransformFunc` and
-/// kube-runtime's `modify` do. The cache holds one copy of every object, so a field dropped
+/// kube-runtime's `modify` do. The cache keeps one copy of every object, so a field dropped
 /// here saves its size once per cached key. [`drop_managed_fields`] is the common case for
 /// Kubernetes objects, whose `metadata.managedFields` is often larger than the rest of the
 /// object.

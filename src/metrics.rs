@@ -335,6 +335,8 @@ impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("informer");
         let m = &self.inner;
+
+        // Sources and the cache.
         registry.register(
             "source_errors",
             "Source errors by class",
@@ -361,6 +363,8 @@ impl Metrics {
             "Objects in the cache",
             m.cache_objects.clone(),
         );
+
+        // Handlers.
         registry.register(
             "notify_coalesced",
             "Events merged into a pending event because the handler lagged",
@@ -371,6 +375,8 @@ impl Metrics {
             "Events waiting for a handler",
             m.notify_pending.clone(),
         );
+
+        // Workqueues.
         registry.register("workqueue_adds", "Keys added", m.queue_adds.clone());
         registry.register(
             "workqueue_depth",
@@ -387,6 +393,8 @@ impl Metrics {
             "Time a key waits in the queue before a worker takes it",
             m.queue_wait_seconds.clone(),
         );
+
+        // Controllers.
         registry.register(
             "reconciles",
             "Reconcile calls by result",

@@ -197,7 +197,8 @@ async fn compaction_while_disconnected_relists_once() {
     assert_eq!(after_cut.len(), 1, "{after_cut:?}");
     assert_eq!(after_cut[0].kind, "deleted-unknown");
     assert_eq!(after_cut[0].key, "/app/x");
-    assert!(recorder.for_key("/app/a").len() == 1 && recorder.for_key("/app/b").len() == 1);
+    assert_eq!(recorder.for_key("/app/a").len(), 1, "a: only its first add");
+    assert_eq!(recorder.for_key("/app/b").len(), 1, "b: only its first add");
 
     // The watch resumes right after the relist's revision.
     let calls = pipeline.calls.lock().clone();

@@ -17,13 +17,13 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// One scripted answer to a list page request.
+/// One scripted reply to a list page request.
 enum ListReply {
     Page(Page<Bytes>),
     Fail(ErrorClass),
 }
 
-/// One scripted answer to a watch request: an error, or a stream fed by the test.
+/// One scripted reply to a watch request: an error, or a stream fed by the test.
 enum WatchReply {
     Stream(mpsc::UnboundedReceiver<Result<WatchMessage<Bytes>, SourceError>>),
     Fail(ErrorClass),

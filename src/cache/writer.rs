@@ -270,7 +270,7 @@ fn mark_if_unchanged<T, V>(state: &State<T>, object: &Object<V>, epoch: u64) -> 
     }
 }
 
-/// What [`put`] did with a value.
+/// The outcome of [`put`] for one value.
 enum Stored {
     /// The value failed to decode.
     Invalid,
@@ -376,7 +376,7 @@ fn remove<T>(state: &mut State<T>, key: &Arc<str>, kind: DeleteKind, events: &mu
 }
 
 /// Hands events to every registered handler. Runs under the write lock, so a handler that
-/// registers concurrently sees either all of these events or a snapshot that includes them.
+/// registers concurrently receives either all of these events or a snapshot that includes them.
 fn dispatch<T>(state: &State<T>, events: Vec<Event<T>>) {
     let Some((last, others)) = state.handlers.split_last() else {
         return;

@@ -62,8 +62,8 @@ pub enum Event<T> {
     /// A watch reported the key deleted. The value is the last one the cache held.
     Deleted(Cached<T>),
     /// A relist found the key gone, or found it recreated with a new incarnation. The key was
-    /// deleted while the watch was away, so its final state before the delete is unknown; the
-    /// value is the last one the cache held.
+    /// deleted while the watch was away, so its final state before the delete is unknown. The
+    /// value is the last one the cache contained.
     DeletedFinalStateUnknown(Cached<T>),
     /// A periodic resync re-delivers the cached value so a handler can repair drift.
     Resync(Cached<T>),
@@ -389,7 +389,7 @@ impl<T: Send + Sync + 'static> Store<T> {
 
         {
             // The snapshot and the registration happen under one write lock, so the handler
-            // sees each change either in the snapshot or as an event, never both or neither.
+            // receives each change either in the snapshot or as an event, never both or neither.
             let mut state = self.shared.state.write();
             let mut snapshot: Vec<Event<T>> = state
                 .entries
@@ -490,7 +490,7 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Returns a handler that adds the key of every event to `queue`: the usual way to connect the
-/// cache to a controller. Adding never blocks, and the queue holds each key at most once.
+/// cache to a controller. Adding never blocks, and the queue contains each key at most once.
 pub fn enqueue_keys<T>(queue: crate::workqueue::WorkQueue<Arc<str>>) -> impl Handler<T>
 where
     T: Send + Sync + 'static,

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tracing::debug;
 
-/// The most distinct Events a recorder remembers for series updates.
+/// The maximum number of distinct Events a recorder remembers for series updates.
 pub const MAX_TRACKED: usize = 1024;
 
 /// Whether an Event reports normal operation or a problem.
@@ -46,7 +46,7 @@ pub struct EventSpec {
     pub type_: EventType,
     /// A short CamelCase reason, such as `Synced` or `CleanupFailed`.
     pub reason: String,
-    /// What the controller did, such as `Reconcile` or `Delete`.
+    /// The controller's action, such as `Reconcile` or `Delete`.
     pub action: String,
     /// A human-readable note, at most 1 KiB.
     pub note: Option<String>,

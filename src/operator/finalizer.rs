@@ -25,7 +25,7 @@ use tracing::info;
 
 use crate::controller::Action;
 
-/// What the wrapped reconcile is asked to do.
+/// The work requested from the wrapped reconcile.
 #[derive(Debug)]
 pub enum FinalizerEvent<K> {
     /// The object lives and carries the finalizer: bring the world in line with it.

@@ -13,8 +13,8 @@ use crate::workqueue::WorkQueue;
 
 /// Returns a handler that maps each event to zero or more keys with `map` and queues them.
 ///
-/// The event's newest value is mapped; for an update whose old value mapped to other keys, those
-/// keys are queued too, so a primary that lost a secondary is reconciled.
+/// The event's newest value is mapped. For an update, the old value's keys are queued too, so a
+/// primary that lost a secondary is reconciled.
 pub fn map_keys<T, F>(queue: WorkQueue<Arc<str>>, map: F) -> impl Handler<T>
 where
     T: Send + Sync + 'static,

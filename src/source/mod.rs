@@ -4,7 +4,7 @@
 //!
 //! - [`Source::list_page`] reads a consistent snapshot in pages. The first page fixes the
 //!   snapshot's [`Revision`], and every later page is read at that same revision.
-//! - [`Source::watch`] streams [`WatchMessage`]s from a revision on. One [`Batch`] holds every
+//! - [`Source::watch`] streams [`WatchMessage`]s from a revision on. One [`Batch`] contains every
 //!   change of one server response (one etcd watch response, which can carry all the events of
 //!   one transaction, or one Kubernetes watch event). The reflector applies a batch as a unit and
 //!   moves its resume revision only after the whole batch is applied.
@@ -63,7 +63,7 @@ pub struct Object<V> {
 /// One change inside a [`Batch`].
 #[derive(Clone, Debug)]
 pub enum Change<V> {
-    /// The key now holds this object (created or modified).
+    /// The key now contains this object (created or modified).
     Put(Object<V>),
     /// The key was deleted at `revision`.
     Delete {
@@ -153,7 +153,7 @@ pub enum ErrorClass {
     /// The server or the connection failed for now. The reflector backs off and resumes from
     /// the last applied revision.
     Transient,
-    /// Retrying will not help until somebody acts: permission denied, authentication failed,
+    /// Retrying will not help until an operator acts: permission denied, authentication failed,
     /// invalid configuration. The reflector reports it, marks itself not ready, and retries at
     /// its longest backoff in case the cause is fixed outside the process.
     Permanent,
@@ -165,7 +165,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// A classified failure of a source.
 ///
 /// Every message names the source (endpoint and prefix, or resource and namespace), so an
-/// operator reading one log line knows which watch failed.
+/// operator can tell from one log line which watch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The requested history is gone, so the reflector must relist.
@@ -173,7 +173,7 @@ pub enum SourceError {
     Expired {
         /// The source, for example `etcd http://127.0.0.1:2379 prefix "/app/"`.
         source_name: Arc<str>,
-        /// What expired, for example `revision 40 was compacted at 50`.
+        /// The expired history, for example `revision 40 was compacted at 50`.
         detail: String,
     },
     /// A failure that a retry after a backoff may fix.
@@ -194,7 +194,7 @@ pub enum SourceError {
         source_name: Arc<str>,
         /// What failed.
         detail: String,
-        /// What to do about it, for example which permission to grant.
+        /// The action that fixes it, for example which permission to grant.
         action: String,
         /// The underlying error, when there is one.
         #[source]
@@ -215,7 +215,7 @@ impl SourceError {
 
 /// A source of truth that the reflector lists and watches.
 ///
-/// Implementations are cheap to share: the reflector holds one in an `Arc` and calls it from a
+/// Implementations are cheap to share: the reflector keeps one in an `Arc` and calls it from a
 /// single task.
 pub trait Source: Send + Sync + 'static {
     /// The undecoded value type: bytes for etcd, a JSON value for Kubernetes.

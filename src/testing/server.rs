@@ -302,7 +302,7 @@ impl TestServer {
     ///
     /// # Errors
     ///
-    /// The [`StatusError`] the apiserver would answer, such as `409 AlreadyExists`.
+    /// The [`StatusError`] the apiserver would return, such as `409 AlreadyExists`.
     pub fn create(&self, object: Value) -> Result<Value, StatusError> {
         let (def, namespace) = self.target(&object)?;
         let stored = self.shared.write(|cluster| {
@@ -320,7 +320,7 @@ impl TestServer {
     ///
     /// # Errors
     ///
-    /// The [`StatusError`] the apiserver would answer, such as `409 AlreadyExists`.
+    /// The [`StatusError`] the apiserver would return, such as `409 AlreadyExists`.
     pub fn create_namespace(&self, name: &str) -> Result<Value, StatusError> {
         self.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
     }
@@ -330,7 +330,7 @@ impl TestServer {
     ///
     /// # Errors
     ///
-    /// The [`StatusError`] the apiserver would answer, such as `409 Conflict` or `404`.
+    /// The [`StatusError`] the apiserver would return, such as `409 Conflict` or `404`.
     pub fn update(&self, object: Value) -> Result<Value, StatusError> {
         self.replace(object, None)
     }
@@ -339,7 +339,7 @@ impl TestServer {
     ///
     /// # Errors
     ///
-    /// The [`StatusError`] the apiserver would answer.
+    /// The [`StatusError`] the apiserver would return.
     pub fn update_status(&self, object: Value) -> Result<Value, StatusError> {
         self.replace(object, Some("status"))
     }
@@ -361,7 +361,7 @@ impl TestServer {
     ///
     /// # Errors
     ///
-    /// The [`StatusError`] the apiserver would answer, such as `404 NotFound`.
+    /// The [`StatusError`] the apiserver would return, such as `404 NotFound`.
     pub fn merge_patch(
         &self,
         api_version: &str,
