@@ -319,3 +319,64 @@ async fn index_finds_values() {
     assert_eq!(store.by_index("team", "blue").unwrap().len(), 2);
     assert!(store.by_index("owner", "x").is_err());
 }
+
+#[tokio::test]
+async fn first_list_appears_whole() {
+    let writer = text_writer();
+    let mut events = record(writer.store(), "first");
+    let mut relist = writer.relist();
+    relist.add_page(vec![object("a", 2, 2, "1"), object("b", 3, 3, "1")]);
+    relist.add_page(vec![object("c", 4, 4, "1")]);
+    assert_eq!(
+        writer.store().len(),
+        0,
+        "readers see none of an unfinished list"
+    );
+    assert_eq!(writer.store().revision(), 0);
+
+    let summary = relist.finish(4);
+    assert_eq!(summary.added, 3);
+    assert_eq!(writer.store().len(), 3);
+    assert_eq!(writer.store().revision(), 4);
+    assert_eq!(
+        next_events(&mut events, 3).await,
+        ["added a=1@2", "added b=1@3", "added c=1@4"]
+    );
+}
+
+#[tokio::test]
+async fn dropped_first_list_leaves_cache_empty() {
+    let writer = text_writer();
+    let mut relist = writer.relist();
+    relist.add_page(vec![object("a", 2, 2, "1")]);
+    drop(relist);
+    assert_eq!(writer.store().len(), 0);
+
+    initial_list(&writer, vec![object("b", 3, 3, "1")], 3);
+    assert_eq!(writer.store().keys(), [Arc::from("b")]);
+}
+
+#[tokio::test]
+async fn batch_during_first_list_is_replaced() {
+    let writer = text_writer();
+    let mut events = record(writer.store(), "during");
+    let mut relist = writer.relist();
+    relist.add_page(vec![object("a", 2, 2, "1")]);
+    writer.apply(Batch {
+        revision: 3,
+        changes: vec![put("z", 3, 3, "1")],
+    });
+    assert_eq!(next_events(&mut events, 1).await, ["added z=1@3"]);
+    relist.add_page(vec![object("b", 4, 4, "1")]);
+    let summary = relist.finish(5);
+
+    assert_eq!(summary.added, 2);
+    assert_eq!(summary.deleted, 1);
+    let mut keys = writer.store().keys();
+    keys.sort();
+    assert_eq!(keys, [Arc::from("a"), Arc::from("b")]);
+    assert_eq!(
+        next_events(&mut events, 3).await,
+        ["added a=1@2", "added b=1@4", "deleted-unknown z=1@3"]
+    );
+}

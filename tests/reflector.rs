@@ -475,3 +475,95 @@ async fn progress_clears_last_error() {
     assert_eq!(healthy.consecutive_failures, 0);
     assert!(healthy.ready());
 }
+
+/// A source with two list pages that reports when the second page is requested.
+struct TwoPages {
+    name: Arc<str>,
+    second_requested: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Source for TwoPages {
+    type Value = Bytes;
+
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    async fn list_page(&self, request: ListRequest) -> Result<Page<Bytes>, SourceError> {
+        match request.continue_from {
+            None => Ok(Page {
+                revision: 7,
+                objects: vec![object("a", 5, "1")],
+                next: Some(informer::source::ContinueToken(b"b".to_vec())),
+            }),
+            Some(_) => {
+                let _ = self.second_requested.try_send(());
+                Ok(Page {
+                    revision: 7,
+                    objects: vec![object("b", 6, "2")],
+                    next: None,
+                })
+            }
+        }
+    }
+
+    async fn watch(&self, _from: Revision) -> Result<WatchStream<Bytes>, SourceError> {
+        std::future::pending().await
+    }
+}
+
+/// Decodes text, but blocks on the first page's value until the second page is requested.
+struct WaitForSecondPage {
+    second_requested: Mutex<std::sync::mpsc::Receiver<()>>,
+    overlapped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl informer::decode::Decoder<Bytes> for WaitForSecondPage {
+    type Output = String;
+
+    fn decode(
+        &self,
+        key: &Arc<str>,
+        value: &Bytes,
+    ) -> Result<String, informer::decode::DecodeError> {
+        if &**key == "a" {
+            let requested = self
+                .second_requested
+                .lock()
+                .recv_timeout(Duration::from_secs(5))
+                .is_ok();
+            self.overlapped
+                .store(requested, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(String::from_utf8_lossy(value).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_page_fetched_while_applying() {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    let overlapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reflector = Reflector::new(
+        TwoPages {
+            name: Arc::from("two-pages"),
+            second_requested: sender,
+        },
+        WaitForSecondPage {
+            second_requested: Mutex::new(receiver),
+            overlapped: overlapped.clone(),
+        },
+    );
+    let store = reflector.store();
+    let health = reflector.health();
+    let task = reflector.spawn();
+    tokio::time::timeout(Duration::from_secs(20), health.wait_synced())
+        .await
+        .expect("the list finishes");
+    task.abort();
+    assert!(
+        overlapped.load(std::sync::atomic::Ordering::SeqCst),
+        "the second page was requested while the first was being decoded"
+    );
+    assert_eq!(store.get("a").unwrap().value.as_str(), "1");
+    assert_eq!(store.get("b").unwrap().value.as_str(), "2");
+}

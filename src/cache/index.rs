@@ -32,6 +32,10 @@ impl<T> Default for Indexes<T> {
 }
 
 impl<T> Indexes<T> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
     pub(crate) fn add(
         &mut self,
         name: String,

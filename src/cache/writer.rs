@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::RwLockWriteGuard;
 use tracing::{debug, info, warn};
 
 use super::{Cached, Entry, InvalidEntry, InvalidValue, State, Store};
@@ -32,6 +33,53 @@ pub struct RelistSummary {
     pub unchanged: usize,
     /// Values that failed to decode.
     pub invalid: usize,
+}
+
+impl RelistSummary {
+    fn count(&mut self, stored: Stored) {
+        match stored {
+            Stored::Invalid => self.invalid += 1,
+            Stored::Added => self.added += 1,
+            Stored::Replaced => self.updated += 1,
+        }
+    }
+}
+
+impl<T> Fresh<T> {
+    /// Turns the built contents back into steps for [`put`].
+    fn into_steps(self) -> Vec<Step<T>> {
+        let State {
+            entries, invalid, ..
+        } = self.state;
+        let good = entries.into_iter().map(|(key, entry)| {
+            let Cached {
+                revision,
+                incarnation,
+                value,
+                ..
+            } = entry.cached;
+            let meta = Meta {
+                key,
+                revision,
+                incarnation,
+            };
+            Step::Put(meta, Ok(value))
+        });
+        let bad = invalid.into_iter().map(|(key, entry)| {
+            let InvalidValue {
+                revision,
+                incarnation,
+                error,
+            } = entry.value;
+            let meta = Meta {
+                key,
+                revision,
+                incarnation,
+            };
+            Step::Put(meta, Err(error))
+        });
+        good.chain(bad).collect()
+    }
 }
 
 /// The version of a value without the value.
@@ -73,7 +121,7 @@ where
         &self.store
     }
 
-    fn decode(&self, object: Object<V>) -> Step<D::Output> {
+    fn decode(&self, object: Object<V>) -> (Meta, Result<Arc<D::Output>, DecodeError>) {
         let decoded = self
             .decoder
             .decode(&object.key, &object.value)
@@ -83,7 +131,7 @@ where
             revision: object.revision,
             incarnation: object.incarnation,
         };
-        Step::Put(meta, decoded)
+        (meta, decoded)
     }
 
     /// Applies one watch batch as a unit, then notifies the handlers.
@@ -95,7 +143,10 @@ where
             .changes
             .into_iter()
             .map(|change| match change {
-                Change::Put(object) => self.decode(object),
+                Change::Put(object) => {
+                    let (meta, decoded) = self.decode(object);
+                    Step::Put(meta, decoded)
+                }
                 Change::Delete { key, revision } => Step::Delete(key, revision),
             })
             .collect();
@@ -134,19 +185,38 @@ where
 
     /// Starts a relist. Feed it every page with [`Relist::add_page`], then call
     /// [`Relist::finish`]. Dropping it unfinished leaves the cache as it was.
+    ///
+    /// A relist into an empty cache, such as the first list, builds the new contents aside
+    /// while the pages arrive, and [`Relist::finish`] swaps them in. Otherwise each page is
+    /// compared with the cache and only the changed values are kept until the end.
     pub fn relist(&self) -> Relist<'_, V, D> {
-        let epoch = {
+        let (epoch, empty) = {
             let mut state = self.store.shared.state.write();
             state.epoch += 1;
-            state.epoch
+            (
+                state.epoch,
+                state.entries.is_empty() && state.invalid.is_empty(),
+            )
         };
         Relist {
             writer: self,
             epoch,
             staged: Vec::new(),
+            fresh: empty.then(|| Fresh {
+                state: State::empty(),
+                events: Vec::new(),
+            }),
             summary: RelistSummary::default(),
         }
     }
+}
+
+/// The contents of a relist into an empty cache, built outside the store's lock.
+struct Fresh<T> {
+    /// Entries and invalid values, without handlers or indexes.
+    state: State<T>,
+    /// The `Added` events of the new contents, in list order.
+    events: Vec<Event<T>>,
 }
 
 /// A relist in progress. See [`Writer::relist`].
@@ -155,16 +225,40 @@ pub struct Relist<'w, V, D: Decoder<V>> {
     epoch: u64,
     /// Values that differ from the cache, decoded and waiting for [`Relist::finish`].
     staged: Vec<Step<D::Output>>,
+    /// Set when the cache was empty at the start.
+    fresh: Option<Fresh<D::Output>>,
     summary: RelistSummary,
 }
 
-impl<V, D> Relist<'_, V, D>
+impl<'w, V, D> Relist<'w, V, D>
 where
     D: Decoder<V>,
 {
     /// Compares one page with the cache. Unchanged values are marked as seen and dropped;
     /// changed and new ones are decoded and staged.
+    ///
+    /// In a relist into an empty cache, every value is decoded and stored aside instead. The
+    /// expensive part of a first list, decoding and filling the hash table, then happens while
+    /// the reflector fetches the next page, and readers still see the whole list at once.
     pub fn add_page(&mut self, objects: Vec<Object<V>>) {
+        if let Some(fresh) = &mut self.fresh {
+            let shared = &self.writer.store.shared;
+            fresh.state.entries.reserve(objects.len());
+            fresh.events.reserve(objects.len());
+            for object in objects {
+                let (meta, decoded) = self.writer.decode(object);
+                let stored = put(
+                    &mut fresh.state,
+                    shared,
+                    meta,
+                    decoded,
+                    self.epoch,
+                    &mut fresh.events,
+                );
+                self.summary.count(stored);
+            }
+            return;
+        }
         let mut changed = Vec::new();
         {
             let state = self.writer.store.shared.state.read();
@@ -176,31 +270,57 @@ where
                 }
             }
         }
-        self.staged
-            .extend(changed.into_iter().map(|object| self.writer.decode(object)));
+        self.staged.extend(changed.into_iter().map(|object| {
+            let (meta, decoded) = self.writer.decode(object);
+            Step::Put(meta, decoded)
+        }));
     }
 
     /// Applies the staged changes and removes every key the new snapshot lacks, in one step
-    /// under the write lock, then notifies the handlers.
+    /// under the write lock, then notifies the handlers. A relist into an empty cache swaps
+    /// the contents built by [`Relist::add_page`] in.
     pub fn finish(mut self, revision: Revision) -> RelistSummary {
-        let shared = &self.writer.store.shared;
+        let writer = self.writer;
+        let shared = &writer.store.shared;
         let mut state = shared.state.write();
         let mut events = Vec::new();
 
+        if let Some(fresh) = self.fresh.take() {
+            if state.entries.is_empty() && state.invalid.is_empty() {
+                // Every key of the new contents was seen in this relist, so nothing vanished.
+                let Fresh {
+                    state: built,
+                    events: added,
+                } = fresh;
+                state.entries = built.entries;
+                state.invalid = built.invalid;
+                let State {
+                    entries, indexes, ..
+                } = &mut *state;
+                if !indexes.is_empty() {
+                    for (key, entry) in entries.iter() {
+                        indexes.insert(key, &entry.cached.value);
+                    }
+                }
+                return self.publish(state, revision, added);
+            }
+            // The writer applied a batch while the relist ran: put the built contents through
+            // the same path as staged values.
+            self.summary = RelistSummary::default();
+            self.staged = fresh.into_steps();
+        }
+
         let staged = std::mem::take(&mut self.staged);
-        // Most staged values of a first list are new keys: growing the table once is cheaper
-        // than doubling it step by step.
+        // Growing the table once is cheaper than doubling it step by step when many keys are
+        // new.
         state.entries.reserve(staged.len());
         events.reserve(staged.len());
         for step in staged {
             let Step::Put(meta, decoded) = step else {
                 continue;
             };
-            match put(&mut state, shared, meta, decoded, self.epoch, &mut events) {
-                Stored::Invalid => self.summary.invalid += 1,
-                Stored::Added => self.summary.added += 1,
-                Stored::Replaced => self.summary.updated += 1,
-            }
+            let stored = put(&mut state, shared, meta, decoded, self.epoch, &mut events);
+            self.summary.count(stored);
         }
 
         let vanished: Vec<Arc<str>> = state
@@ -217,7 +337,18 @@ where
         state
             .invalid
             .retain(|_, invalid| invalid.seen.load(Ordering::Relaxed) == epoch);
+        self.publish(state, revision, events)
+    }
 
+    /// Records the revision, logs the summary and notifies the handlers, still under the
+    /// write lock.
+    fn publish(
+        self,
+        mut state: RwLockWriteGuard<'w, State<D::Output>>,
+        revision: Revision,
+        mut events: Vec<Event<D::Output>>,
+    ) -> RelistSummary {
+        let shared = &self.writer.store.shared;
         state.revision = revision;
         shared.source_metrics.set_cache_objects(state.entries.len());
         info!(

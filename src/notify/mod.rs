@@ -24,6 +24,12 @@
 //! never a stale value after a newer one, and never an update across a delete. Merges are
 //! counted in `informer_notify_coalesced`.
 //!
+//! A large batch that arrives while nothing waits, such as a first list, is kept as it came,
+//! without the per-key table: the handler takes its events in order. The batch contains at
+//! most two events per key, so the bound stays. When another event arrives before the handler has
+//! taken the whole batch, the rest of the batch moves into the table first and merging applies
+//! as above.
+//!
 //! # Order
 //! Events of one key arrive in order. Across keys, a key keeps the place in the buffer where it
 //! first started waiting.
@@ -151,6 +157,9 @@ impl HandlerOptions {
     }
 }
 
+/// The smallest batch that an empty buffer keeps as it came, without indexing it by key.
+const BULK_EVENTS: usize = 1024;
+
 /// The number of keys a drained buffer keeps room for. A buffer that held more frees the rest
 /// once it is empty.
 const RETAINED_KEYS: usize = 1024;
@@ -176,6 +185,9 @@ impl<T> Pending<T> {
 /// A handler's bounded buffer. Invariant: every key in `pending` is in `order` exactly once,
 /// and `order` contains no other key, so both are bounded by the number of distinct keys.
 struct Buffer<T> {
+    /// A large batch that arrived while the buffer was empty, in arrival order and not indexed
+    /// by key. While it is not empty, `order` and `pending` are empty.
+    bulk: VecDeque<Event<T>>,
     order: VecDeque<Arc<str>>,
     pending: HashMap<Arc<str>, Pending<T>>,
     /// Number of events in `pending`.
@@ -187,6 +199,9 @@ impl<T> Buffer<T> {
     /// Merges `event` into the key's pending events. Returns true when the event was merged
     /// into or cancelled against an existing one.
     fn push(&mut self, event: Event<T>) -> bool {
+        if !self.bulk.is_empty() {
+            self.index_bulk();
+        }
         let key = event.key().clone();
         let pending = match self.pending.entry(key) {
             Entry::Occupied(occupied) => occupied.into_mut(),
@@ -208,8 +223,43 @@ impl<T> Buffer<T> {
         true
     }
 
+    /// Returns true when no event waits.
+    fn is_empty(&self) -> bool {
+        self.bulk.is_empty() && self.pending.is_empty()
+    }
+
+    /// Keeps a large batch as it came. The buffer must be empty.
+    fn push_bulk(&mut self, events: Vec<Event<T>>) {
+        debug_assert!(self.is_empty());
+        self.events += events.len();
+        self.bulk = events.into();
+    }
+
+    /// Moves the rest of a bulk batch into the per-key table, in order, so that a new event can
+    /// merge with it.
+    fn index_bulk(&mut self) {
+        let bulk = std::mem::take(&mut self.bulk);
+        self.events -= bulk.len();
+        self.pending.reserve(bulk.len());
+        self.order.reserve(bulk.len());
+        for event in bulk {
+            self.push(event);
+        }
+    }
+
     /// Takes the events of the key that has waited longest.
     fn pop(&mut self) -> Option<Pending<T>> {
+        if let Some(event) = self.bulk.pop_front() {
+            self.events -= 1;
+            if self.bulk.is_empty() {
+                // Frees the batch's memory.
+                self.bulk = VecDeque::new();
+            }
+            return Some(Pending {
+                first: Some(event),
+                then: None,
+            });
+        }
         while let Some(key) = self.order.pop_front() {
             let Some(pending) = self.pending.remove(&key) else {
                 continue;
@@ -293,11 +343,28 @@ pub(crate) struct HandlerSlot<T> {
 impl<T> HandlerSlot<T> {
     /// Queues copies of events for the handler. Never blocks on the handler.
     pub(crate) fn push_all(&self, events: &[Event<T>]) {
-        self.push_each(events.iter().cloned());
+        if events.len() >= BULK_EVENTS {
+            self.push_owned(events.to_vec());
+        } else {
+            self.push_each(events.iter().cloned());
+        }
     }
 
     /// Queues events for the handler. Never blocks on the handler.
     pub(crate) fn push_owned(&self, events: Vec<Event<T>>) {
+        if events.len() >= BULK_EVENTS {
+            let mut buffer = self.buffer.lock();
+            if buffer.closed {
+                return;
+            }
+            if buffer.is_empty() {
+                buffer.push_bulk(events);
+                self.metrics.set_pending(buffer.events);
+                drop(buffer);
+                self.wake.notify_one();
+                return;
+            }
+        }
         self.push_each(events);
     }
 
@@ -347,8 +414,12 @@ impl<T> HandlerHandle<T> {
     }
 
     /// Returns the number of keys with waiting events.
+    ///
+    /// While a large batch waits as it came, this counts its events instead, which is at most
+    /// twice its keys.
     pub fn pending_keys(&self) -> usize {
-        self.slot.buffer.lock().pending.len()
+        let buffer = self.slot.buffer.lock();
+        buffer.pending.len() + buffer.bulk.len()
     }
 
     /// Stops delivering events, drops the pending ones and waits for the handler's task to end.
@@ -361,6 +432,7 @@ impl<T> HandlerHandle<T> {
         {
             let mut buffer = self.slot.buffer.lock();
             buffer.closed = true;
+            buffer.bulk = VecDeque::new();
             buffer.order.clear();
             buffer.pending.clear();
             buffer.events = 0;
@@ -378,6 +450,7 @@ impl<T: Send + Sync + 'static> Store<T> {
         let slot = Arc::new(HandlerSlot {
             name: name.clone(),
             buffer: Mutex::new(Buffer {
+                bulk: VecDeque::new(),
                 order: VecDeque::new(),
                 pending: HashMap::new(),
                 events: 0,
@@ -397,7 +470,7 @@ impl<T: Send + Sync + 'static> Store<T> {
                 .map(|entry| Event::Added(entry.cached.clone()))
                 .collect();
             snapshot.sort_by(|a, b| a.key().cmp(b.key()));
-            slot.push_all(&snapshot);
+            slot.push_owned(snapshot);
             state.handlers.push(slot.clone());
         }
 
@@ -514,6 +587,7 @@ mod tests {
 
     fn buffer() -> Buffer<u32> {
         Buffer {
+            bulk: VecDeque::new(),
             order: VecDeque::new(),
             pending: HashMap::new(),
             events: 0,
@@ -537,6 +611,44 @@ mod tests {
         assert_eq!(buffer.events, 0);
         assert!(buffer.pending.capacity() <= 2 * RETAINED_KEYS);
         assert!(buffer.order.capacity() <= 2 * RETAINED_KEYS);
+    }
+
+    #[test]
+    fn bulk_batch_keeps_order_and_merges_later_events() {
+        let mut buffer = buffer();
+        buffer.push_bulk((0..2_000).map(added).collect());
+        assert_eq!(buffer.events, 2_000);
+        assert!(buffer.pending.is_empty(), "a bulk batch is not indexed");
+        assert_eq!(
+            &**buffer.pop().unwrap().into_events().next().unwrap().key(),
+            "k0"
+        );
+
+        // A later event for a key of the batch merges with it.
+        let newer = Cached {
+            revision: 9_999,
+            ..added(5).object().clone()
+        };
+        assert!(buffer.push(Event::Updated {
+            old: added(5).object().clone(),
+            new: newer,
+        }));
+        assert!(buffer.bulk.is_empty());
+        assert_eq!(buffer.events, 1_999);
+
+        let mut keys = Vec::new();
+        while let Some(pending) = buffer.pop() {
+            for event in pending.into_events() {
+                if &**event.key() == "k5" {
+                    assert!(matches!(event, Event::Added(_)), "{event:?}");
+                    assert_eq!(event.object().revision, 9_999);
+                }
+                keys.push(event.key().clone());
+            }
+        }
+        let expected: Vec<Arc<str>> = (1..2_000).map(|key| Arc::from(format!("k{key}"))).collect();
+        assert_eq!(keys, expected);
+        assert_eq!(buffer.events, 0);
     }
 
     #[test]

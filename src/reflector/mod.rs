@@ -21,6 +21,8 @@
 //!   watch stayed up for a minute), so a watch that fails or ends at once never spins.
 //! - Expired history (etcd compaction, Kubernetes 410 Gone) leads to a relist, which the cache
 //!   turns into exactly the difference.
+//! - A list requests the next page before it hands the current one to the cache, so decoding
+//!   and caching overlap the server's work. At most two pages are held at once.
 //! - A watch that stays silent for three times the source's
 //!   [progress interval](crate::source::Source::progress_interval) is treated as stalled and
 //!   reopened: it catches a frozen server that keeps the connection open.
@@ -46,8 +48,7 @@ use crate::cache::{Store, Writer};
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
 use crate::source::{
-    ContinueToken, ErrorClass, ListRequest, Revision, Source, SourceError, WatchMessage,
-    WatchStream,
+    ErrorClass, ListRequest, Page, Revision, Source, SourceError, WatchMessage, WatchStream,
 };
 
 use backoff::Backoff;
@@ -236,25 +237,18 @@ where
         let writer = &self.writer;
         let mut relist = writer.relist();
         let mut revision: Option<Revision> = None;
-        let mut continue_from: Option<ContinueToken> = None;
         let mut pages = 0usize;
-        loop {
-            let request = ListRequest {
-                revision,
-                continue_from: continue_from.take(),
-                limit: self.config.page_size,
-            };
-            let result = with_timeout(
-                self.config.request_timeout,
-                self.source.name(),
-                "list page",
-                self.source.list_page(request),
-            );
+        let mut in_flight = Some(self.fetch_page(ListRequest {
+            revision: None,
+            continue_from: None,
+            limit: self.config.page_size,
+        }));
+        while let Some(mut fetch) = in_flight.take() {
             let page = match with_down_check_parts(
                 &self.health,
                 self.down_since,
                 self.config.out_of_sync_after,
-                result,
+                fetch.wait(self.source.name()),
             )
             .await
             {
@@ -267,11 +261,15 @@ where
             pages += 1;
             let list_revision = *revision.get_or_insert(page.revision);
             debug!(source = %self.source.name(), page = pages, objects = page.objects.len(), revision = list_revision, "list page");
-            relist.add_page(page.objects);
-            continue_from = page.next;
-            if continue_from.is_none() {
-                break;
+            // The next page is fetched while this one is decoded and cached.
+            if let Some(next) = page.next {
+                in_flight = Some(self.fetch_page(ListRequest {
+                    revision: Some(list_revision),
+                    continue_from: Some(next),
+                    limit: self.config.page_size,
+                }));
             }
+            run_cpu_bound(|| relist.add_page(page.objects));
         }
 
         let revision = revision.unwrap_or(0);
@@ -284,6 +282,16 @@ where
             health.consecutive_failures = 0;
         });
         State::Watch { from: revision + 1 }
+    }
+
+    /// Starts fetching one list page in a task of its own.
+    fn fetch_page(&self, request: ListRequest) -> PageFetch<S::Value> {
+        let source = self.source.clone();
+        let limit = self.config.request_timeout;
+        PageFetch(tokio::spawn(async move {
+            let name = source.name().clone();
+            with_timeout(limit, &name, "list page", source.list_page(request)).await
+        }))
     }
 
     /// Opens a watch from `from` and applies what it delivers until it fails or ends.
@@ -505,6 +513,40 @@ where
             future,
         )
         .await
+    }
+}
+
+/// Runs decoding and caching work that takes milliseconds. On a multi-thread runtime, the
+/// worker's other tasks move to another thread meanwhile. Without that, a task spawned just
+/// before, such as the fetch of the next list page, would wait for this work to end.
+fn run_cpu_bound<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// A list page being fetched. Dropping it cancels the request.
+struct PageFetch<V>(tokio::task::JoinHandle<Result<Page<V>, SourceError>>);
+
+impl<V> PageFetch<V> {
+    /// Waits for the page. A panic in the source's `list_page` carries on in the caller.
+    async fn wait(&mut self, source_name: &Arc<str>) -> Result<Page<V>, SourceError> {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(SourceError::Transient {
+                source_name: source_name.clone(),
+                detail: "list page request was cancelled".to_owned(),
+                cause: None,
+            }),
+        }
+    }
+}
+
+impl<V> Drop for PageFetch<V> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
