@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use informer::cache::{Cached, Store};
 use informer::controller::{Action, Controller, Request, ShutdownReport, StopCause};
-use informer::decode::Json;
+use informer::decode::{Json, Transform, drop_managed_fields};
 use informer::metrics::Metrics;
 use informer::notify::{HandlerHandle, HandlerOptions, enqueue_keys};
 use informer::operator::events::{EventRecorder, EventSpec, EventType, reference};
@@ -1092,7 +1092,8 @@ impl Operator {
 
         let config_set_reflector = Reflector::with_metrics(
             KubernetesSource::new(client.clone(), KubernetesConfig::new::<ConfigSet>()),
-            Json::<ConfigSet>::new(),
+            // The operator never reads managedFields, so the caches leave them out.
+            Transform::new(Json::<ConfigSet>::new(), drop_managed_fields::<ConfigSet>),
             metrics.clone(),
         );
         let selector = format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}");
@@ -1101,7 +1102,7 @@ impl Operator {
                 client.clone(),
                 KubernetesConfig::new::<ConfigMap>().labels(selector),
             ),
-            Json::<ConfigMap>::new(),
+            Transform::new(Json::<ConfigMap>::new(), drop_managed_fields::<ConfigMap>),
             metrics.clone(),
         );
         let config_sets = config_set_reflector.store();
