@@ -476,10 +476,13 @@ async fn progress_clears_last_error() {
     assert!(healthy.ready());
 }
 
-/// A source with two list pages that reports when the second page is requested.
+/// A source with two list pages that reports when the second page is requested. Its first
+/// watch fails as expired, so a relist follows the first list, with new values.
 struct TwoPages {
     name: Arc<str>,
     second_requested: std::sync::mpsc::SyncSender<()>,
+    lists: std::sync::atomic::AtomicUsize,
+    watches: std::sync::atomic::AtomicUsize,
 }
 
 impl Source for TwoPages {
@@ -490,17 +493,22 @@ impl Source for TwoPages {
     }
 
     async fn list_page(&self, request: ListRequest) -> Result<Page<Bytes>, SourceError> {
+        let second_list = match request.continue_from {
+            None => self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0,
+            Some(_) => self.lists.load(std::sync::atomic::Ordering::SeqCst) > 1,
+        };
+        let (revision, suffix) = if second_list { (20, "b") } else { (7, "") };
         match request.continue_from {
             None => Ok(Page {
-                revision: 7,
-                objects: vec![object("a", 5, "1")],
+                revision,
+                objects: vec![object("a", revision - 2, &format!("1{suffix}"))],
                 next: Some(informer::source::ContinueToken(b"b".to_vec())),
             }),
             Some(_) => {
                 let _ = self.second_requested.try_send(());
                 Ok(Page {
-                    revision: 7,
-                    objects: vec![object("b", 6, "2")],
+                    revision,
+                    objects: vec![object("b", revision - 1, &format!("2{suffix}"))],
                     next: None,
                 })
             }
@@ -508,17 +516,26 @@ impl Source for TwoPages {
     }
 
     async fn watch(&self, _from: Revision) -> Result<WatchStream<Bytes>, SourceError> {
+        if self
+            .watches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            return Err(error(ErrorClass::Expired, &self.name));
+        }
         std::future::pending().await
     }
 }
 
-/// Decodes text, but blocks on the first page's value until the second page is requested.
-struct WaitForSecondPage {
+/// Decodes text. On the first list it blocks on the first page's value until the second page
+/// is requested. On the relist it records whether the second page was requested meanwhile.
+struct WatchPageOrder {
     second_requested: Mutex<std::sync::mpsc::Receiver<()>>,
-    overlapped: Arc<std::sync::atomic::AtomicBool>,
+    first_list_read_ahead: Arc<std::sync::atomic::AtomicBool>,
+    relist_read_ahead: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl informer::decode::Decoder<Bytes> for WaitForSecondPage {
+impl informer::decode::Decoder<Bytes> for WatchPageOrder {
     type Output = String;
 
     fn decode(
@@ -526,44 +543,69 @@ impl informer::decode::Decoder<Bytes> for WaitForSecondPage {
         key: &Arc<str>,
         value: &Bytes,
     ) -> Result<String, informer::decode::DecodeError> {
-        if &**key == "a" {
-            let requested = self
-                .second_requested
-                .lock()
-                .recv_timeout(Duration::from_secs(5))
-                .is_ok();
-            self.overlapped
-                .store(requested, std::sync::atomic::Ordering::SeqCst);
+        let receiver = self.second_requested.lock();
+        match (&**key, &value[..]) {
+            ("a", b"1") => {
+                let requested = receiver.recv_timeout(Duration::from_secs(5)).is_ok();
+                self.first_list_read_ahead
+                    .store(requested, std::sync::atomic::Ordering::SeqCst);
+            }
+            ("a", b"1b") => {
+                // Long enough for a request sent ahead to arrive.
+                let requested = receiver.recv_timeout(Duration::from_millis(300)).is_ok();
+                self.relist_read_ahead
+                    .store(requested, std::sync::atomic::Ordering::SeqCst);
+            }
+            _ => {}
         }
         Ok(String::from_utf8_lossy(value).into_owned())
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn next_page_fetched_while_applying() {
+async fn first_list_reads_ahead_relist_does_not() {
     let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-    let overlapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first_list_read_ahead = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relist_read_ahead = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let reflector = Reflector::new(
         TwoPages {
             name: Arc::from("two-pages"),
             second_requested: sender,
+            lists: Default::default(),
+            watches: Default::default(),
         },
-        WaitForSecondPage {
+        WatchPageOrder {
             second_requested: Mutex::new(receiver),
-            overlapped: overlapped.clone(),
+            first_list_read_ahead: first_list_read_ahead.clone(),
+            relist_read_ahead: relist_read_ahead.clone(),
         },
-    );
+    )
+    .config(informer::reflector::ReflectorConfig {
+        backoff: informer::reflector::BackoffConfig {
+            initial: Duration::from_millis(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
     let store = reflector.store();
-    let health = reflector.health();
     let task = reflector.spawn();
-    tokio::time::timeout(Duration::from_secs(20), health.wait_synced())
+    let relisted = async {
+        while store.get("b").is_none_or(|b| b.value.as_str() != "2b") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), relisted)
         .await
-        .expect("the list finishes");
+        .expect("the relist finishes");
     task.abort();
+
     assert!(
-        overlapped.load(std::sync::atomic::Ordering::SeqCst),
-        "the second page was requested while the first was being decoded"
+        first_list_read_ahead.load(std::sync::atomic::Ordering::SeqCst),
+        "the first list requested the second page while decoding the first"
     );
-    assert_eq!(store.get("a").unwrap().value.as_str(), "1");
-    assert_eq!(store.get("b").unwrap().value.as_str(), "2");
+    assert!(
+        !relist_read_ahead.load(std::sync::atomic::Ordering::SeqCst),
+        "the relist requested the second page only after applying the first"
+    );
+    assert_eq!(store.get("a").unwrap().value.as_str(), "1b");
 }

@@ -234,6 +234,11 @@ impl<'w, V, D> Relist<'w, V, D>
 where
     D: Decoder<V>,
 {
+    /// Returns true when the relist started on an empty cache, as a first list does.
+    pub fn fills_empty_cache(&self) -> bool {
+        self.fresh.is_some()
+    }
+
     /// Compares one page with the cache. Unchanged values are marked as seen and dropped;
     /// changed and new ones are decoded and staged.
     ///

@@ -21,8 +21,9 @@
 //!   watch stayed up for a minute), so a watch that fails or ends at once never spins.
 //! - Expired history (etcd compaction, Kubernetes 410 Gone) leads to a relist, which the cache
 //!   turns into exactly the difference.
-//! - A list requests the next page before it hands the current one to the cache, so decoding
-//!   and caching overlap the server's work. At most two pages are held at once.
+//! - A list into an empty cache, such as the first one, requests the next page before it hands
+//!   the current one to the cache, so decoding and caching overlap the server's work. A relist
+//!   of a filled cache reads one page at a time, which keeps its memory peak low.
 //! - A watch that stays silent for three times the source's
 //!   [progress interval](crate::source::Source::progress_interval) is treated as stalled and
 //!   reopened: it catches a frozen server that keeps the connection open.
@@ -238,12 +239,18 @@ where
         let mut relist = writer.relist();
         let mut revision: Option<Revision> = None;
         let mut pages = 0usize;
-        let mut in_flight = Some(self.fetch_page(ListRequest {
+        let mut next = Some(ListRequest {
             revision: None,
             continue_from: None,
             limit: self.config.page_size,
-        }));
-        while let Some(mut fetch) = in_flight.take() {
+        });
+        let mut in_flight: Option<PageFetch<S::Value>> = None;
+        loop {
+            let mut fetch = match (in_flight.take(), next.take()) {
+                (Some(fetch), _) => fetch,
+                (None, Some(request)) => self.fetch_page(request),
+                (None, None) => break,
+            };
             let page = match with_down_check_parts(
                 &self.health,
                 self.down_since,
@@ -261,13 +268,16 @@ where
             pages += 1;
             let list_revision = *revision.get_or_insert(page.revision);
             debug!(source = %self.source.name(), page = pages, objects = page.objects.len(), revision = list_revision, "list page");
-            // The next page is fetched while this one is decoded and cached.
-            if let Some(next) = page.next {
-                in_flight = Some(self.fetch_page(ListRequest {
-                    revision: Some(list_revision),
-                    continue_from: Some(next),
-                    limit: self.config.page_size,
-                }));
+            next = page.next.map(|token| ListRequest {
+                revision: Some(list_revision),
+                continue_from: Some(token),
+                limit: self.config.page_size,
+            });
+            // A list into an empty cache fetches the next page while this one is decoded and
+            // stored. A relist of a filled cache keeps one raw page at a time, which bounds
+            // its memory peak.
+            if relist.fills_empty_cache() {
+                in_flight = next.take().map(|request| self.fetch_page(request));
             }
             run_cpu_bound(|| relist.add_page(page.objects));
         }
