@@ -1,5 +1,5 @@
 //! The ConfigMap the benchmarks fill their caches and servers with: the metadata of a Helm
-//! release, two managedFields entries and three data entries, about 1.4 KB as JSON.
+//! release, two managedFields entries and three data entries, about 1.3 KB as JSON.
 //!
 //! `benches/cache_memory.rs` and `examples/bench_k8s` include this file with `#[path]`.
 
@@ -13,17 +13,26 @@ pub fn namespace(index: usize) -> String {
     format!("team-{:02}", index % NAMESPACES)
 }
 
+/// Returns the name of ConfigMap number `index`.
+pub fn name(index: usize) -> String {
+    format!("{}-config-{index:06}", app(index))
+}
+
+fn app(index: usize) -> String {
+    format!("app-{:03}", index % 200)
+}
+
 /// Returns ConfigMap number `index` as the API server serves it: labels and annotations from
 /// a Helm release, two managedFields entries and three data entries, one of them a small
 /// YAML file. `log_level` is the value of the `LOG_LEVEL` entry.
 pub fn config_map(index: usize, resource_version: u64, log_level: &str) -> Value {
-    let app = format!("app-{:03}", index % 200);
+    let app = app(index);
     let namespace = namespace(index);
     json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": format!("{app}-config-{index:06}"),
+            "name": name(index),
             "namespace": namespace,
             "uid": format!("3f1c2a7e-{:04x}-4b2d-9c1e-{index:012x}", index % 65_536),
             "resourceVersion": resource_version.to_string(),
