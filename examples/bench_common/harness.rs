@@ -16,8 +16,9 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Sets up logging to stderr (level `warn` unless `RUST_LOG` says otherwise) and returns the
-/// two-thread runtime that parents and children run on.
-pub fn start() -> anyhow::Result<tokio::runtime::Runtime> {
+/// runtime to run on: tokio's current-thread runtime for `threads` 1, its multi-thread runtime
+/// with `threads` workers otherwise.
+pub fn start(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -25,11 +26,14 @@ pub fn start() -> anyhow::Result<tokio::runtime::Runtime> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    Ok(runtime)
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    Ok(builder.enable_all().build()?)
 }
 
 /// Runs one measurement in a child and prints its result with the child's base and peak RSS,

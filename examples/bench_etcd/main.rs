@@ -163,7 +163,7 @@ fn key(prefix: &str, index: usize) -> String {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = harness::start()?;
+    let runtime = harness::start(2)?;
     match cli.command {
         Some(Command::Child(args)) => runtime.block_on(child::run(args)),
         None => runtime.block_on(async {

@@ -126,11 +126,18 @@ struct ChildArgs {
     /// The prefix of the `LOG_LEVEL` values the changes wrote.
     #[arg(long, default_value = "")]
     label: String,
+    /// Worker threads of the child's tokio runtime; 1 runs tokio's current-thread runtime.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = harness::start()?;
+    let threads = match &cli.command {
+        Some(Command::Child(args)) => args.threads,
+        None => 2,
+    };
+    let runtime = harness::start(threads)?;
     match cli.command {
         Some(Command::Child(args)) => runtime.block_on(child::run(args)),
         None => {
@@ -186,13 +193,18 @@ fn child_command(args: &ChildArgs) -> Vec<String> {
         args.updates.to_string(),
         "--label".into(),
         args.label.clone(),
+        "--threads".into(),
+        args.threads.to_string(),
     ]
 }
 
 /// Starts a child that runs `args` against `server`.
 fn start_child(server: &TestServer, args: &ChildArgs) -> anyhow::Result<Running> {
     let token = server.token_for(ADMIN_USER);
-    let what = format!("{:?} at {} objects per page", args.phase, args.page_size);
+    let what = format!(
+        "{:?} at {} objects per page on {} threads",
+        args.phase, args.page_size, args.threads
+    );
     Running::start(&child_command(args), &[(TOKEN_VAR, &token)], what)
 }
 
@@ -216,6 +228,7 @@ async fn parent(server: &TestServer, args: RunArgs) -> anyhow::Result<()> {
         from: 0,
         updates: args.updates,
         label: String::new(),
+        threads: 2,
     };
     let mut results = Results::new();
     if args.phases.contains(&Stage::List) {
@@ -390,6 +403,10 @@ async fn list_phase(
     Ok(())
 }
 
+/// The runtimes of the catch-up phase's children: two worker threads, as in the other
+/// phases, and tokio's current-thread runtime.
+const CATCHUP_THREADS: [usize; 2] = [2, 1];
+
 async fn catchup_phase(
     server: &TestServer,
     base: &ChildArgs,
@@ -408,22 +425,28 @@ async fn catchup_phase(
     );
 
     for run in 0..args.runs {
-        let mut cases = vec![
-            ("catchup/raw", Phase::CatchupRaw),
-            ("catchup/pipeline", Phase::CatchupPipeline),
-        ];
+        let mut cases = Vec::new();
+        for threads in CATCHUP_THREADS {
+            for (consumer, phase) in [
+                ("raw", Phase::CatchupRaw),
+                ("pipeline", Phase::CatchupPipeline),
+            ] {
+                let case = ChildArgs {
+                    phase,
+                    from,
+                    label: "catchup".into(),
+                    threads,
+                    ..base.clone()
+                };
+                cases.push((format!("catchup/{consumer}/{threads}"), case));
+            }
+        }
         if run % 2 == 1 {
             cases.reverse();
         }
-        for (case, phase) in cases {
-            let child_args = ChildArgs {
-                phase,
-                from,
-                label: "catchup".into(),
-                ..base.clone()
-            };
+        for (case, child_args) in cases {
             let value = measure(server, child_args).await?;
-            record(results, case, value);
+            record(results, &case, value);
         }
     }
     for _ in 0..args.runs {

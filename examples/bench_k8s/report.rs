@@ -5,7 +5,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use crate::harness::{self, field, median, mib, ratios};
-use crate::{LIST_READERS, PAGE_SIZES, Results, RunArgs};
+use crate::{CATCHUP_THREADS, LIST_READERS, PAGE_SIZES, Results, RunArgs};
 
 /// Describes the machine, the toolchain and the client crates.
 pub fn environment() -> Value {
@@ -23,7 +23,7 @@ pub fn render(args: &RunArgs, environment: &Value, results: &Results) -> String 
     if results.contains_key("list/pipeline/500") {
         list_table(&mut out, results, args.objects);
     }
-    if results.contains_key("catchup/pipeline") {
+    if results.contains_key(&format!("catchup/pipeline/{}", CATCHUP_THREADS[0])) {
         catchup_table(&mut out, results, args.updates);
     }
     if results.contains_key("live") {
@@ -85,7 +85,7 @@ fn list_table(out: &mut String, results: &Results, objects: usize) {
 
 fn catchup_table(out: &mut String, results: &Results, updates: usize) {
     let seconds = |case: &str| field(results, case, "secs");
-    // The time from the first change to the last, when the server streams the history.
+    // The time from the first change to the last, while the server streams the history.
     let streaming = |case: &str| -> Vec<f64> {
         seconds(case)
             .iter()
@@ -93,37 +93,45 @@ fn catchup_table(out: &mut String, results: &Results, updates: usize) {
             .map(|(secs, first)| secs - first)
             .collect()
     };
-    let raw = seconds("catchup/raw");
-    let raw_streaming = streaming("catchup/raw");
+    let runs = seconds(&format!("catchup/raw/{}", CATCHUP_THREADS[0])).len();
     let _ = writeln!(
         out,
-        "Catch-up watch over {updates} changes of history ({} runs, medians)\n",
-        raw.len()
+        "Catch-up watch over {updates} changes of history ({runs} runs, medians)\n"
     );
     let _ = writeln!(
         out,
-        "| consumer | time (s) | first change (s) | events/s | ÷ raw events/s | events/s after the first | ÷ raw, after the first | peak RSS (MiB) | CPU (s) | context switches |"
+        "| consumer | runtime | time (s) | first change (s) | events/s | ÷ raw events/s | events/s after the first | ÷ raw, after the first | peak RSS (MiB) | CPU (s) | context switches |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (label, case) in [
-        ("raw kube `Api::watch`", "catchup/raw"),
-        ("pipeline", "catchup/pipeline"),
-    ] {
-        let secs = seconds(case);
-        let after_first = streaming(case);
-        let _ = writeln!(
-            out,
-            "| {label} | {:.3} | {:.3} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} |",
-            median(&secs),
-            median(&field(results, case, "first_secs")),
-            updates as f64 / median(&secs),
-            median(&ratios(&raw, &secs)),
-            updates as f64 / median(&after_first),
-            median(&ratios(&raw_streaming, &after_first)),
-            mib(median(&field(results, case, "peak_rss_kib"))),
-            median(&field(results, case, "cpu_secs")),
-            median(&field(results, case, "context_switches")),
-        );
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for threads in CATCHUP_THREADS {
+        let runtime = match threads {
+            1 => "current-thread".to_owned(),
+            threads => format!("{threads} workers"),
+        };
+        let raw_case = format!("catchup/raw/{threads}");
+        let raw = seconds(&raw_case);
+        let raw_streaming = streaming(&raw_case);
+        for (label, consumer) in [("raw kube `Api::watch`", "raw"), ("pipeline", "pipeline")] {
+            let case = format!("catchup/{consumer}/{threads}");
+            let secs = seconds(&case);
+            let after_first = streaming(&case);
+            let _ = writeln!(
+                out,
+                "| {label} | {runtime} | {:.3} | {:.3} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} |",
+                median(&secs),
+                median(&field(results, &case, "first_secs")),
+                updates as f64 / median(&secs),
+                median(&ratios(&raw, &secs)),
+                updates as f64 / median(&after_first),
+                median(&ratios(&raw_streaming, &after_first)),
+                mib(median(&field(results, &case, "peak_rss_kib"))),
+                median(&field(results, &case, "cpu_secs")),
+                median(&field(results, &case, "context_switches")),
+            );
+        }
     }
     let _ = writeln!(out);
 }
