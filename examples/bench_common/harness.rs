@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Sets up logging to stderr (level `warn` unless `RUST_LOG` says otherwise) and returns the
+/// Sets up logging to stderr (level `warn` unless `RUST_LOG` sets another) and returns the
 /// runtime to run on: tokio's current-thread runtime for `threads` 1, its multi-thread runtime
 /// with `threads` workers otherwise.
 pub fn start(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -106,13 +106,18 @@ fn cpu_seconds() -> anyhow::Result<f64> {
 pub struct Running {
     process: tokio::process::Child,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    what: String,
+    /// Names the measurement in errors.
+    description: String,
 }
 
 impl Running {
     /// Starts this program again as `child` with `args`, plus `envs` in its environment.
-    /// `what` names the measurement in errors.
-    pub fn start(args: &[String], envs: &[(&str, &str)], what: String) -> anyhow::Result<Running> {
+    /// `description` names the measurement in errors.
+    pub fn start(
+        args: &[String],
+        envs: &[(&str, &str)],
+        description: String,
+    ) -> anyhow::Result<Running> {
         let mut command = tokio::process::Command::new(std::env::current_exe()?);
         command
             .arg("child")
@@ -125,7 +130,7 @@ impl Running {
         Ok(Running {
             process,
             lines: BufReader::new(stdout).lines(),
-            what,
+            description,
         })
     }
 
@@ -133,7 +138,7 @@ impl Running {
     pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
         match self.lines.next_line().await? {
             Some(line) if line == "ready" => Ok(()),
-            other => bail!("{}: expected `ready`, got {other:?}", self.what),
+            other => bail!("{}: expected `ready`, got {other:?}", self.description),
         }
     }
 
@@ -145,9 +150,9 @@ impl Running {
         }
         let status = self.process.wait().await?;
         if !status.success() {
-            bail!("{} failed with {status}", self.what);
+            bail!("{} failed with {status}", self.description);
         }
-        let line = last.with_context(|| format!("{} printed no result", self.what))?;
+        let line = last.with_context(|| format!("{} printed no result", self.description))?;
         Ok(serde_json::from_str(&line)?)
     }
 }
@@ -176,6 +181,7 @@ pub fn machine() -> Map<String, Value> {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
         .unwrap_or(0);
+
     let mut description = Map::new();
     description.insert(
         "cpus".into(),

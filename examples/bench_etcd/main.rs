@@ -263,8 +263,8 @@ fn child_command(args: &ChildArgs) -> Vec<String> {
 
 /// Starts a child that runs `args`.
 fn start_child(args: &ChildArgs) -> anyhow::Result<Running> {
-    let what = format!("{:?} {}", args.phase, args.prefix);
-    Running::start(&child_command(args), &[], what)
+    let description = format!("{:?} {}", args.phase, args.prefix);
+    Running::start(&child_command(args), &[], description)
 }
 
 /// Runs one child to its end and returns its result.

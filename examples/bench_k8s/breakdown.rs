@@ -1,19 +1,19 @@
 //! Times the client-side work of a list and of a watch on one thread, on response bodies read
 //! beforehand, so that neither the server nor the network is in the numbers.
 //!
-//! The list is the unpaged list of every ConfigMap; the watch is every change after the
+//! The list is the unpaged list of every ConfigMap, and the watch is every change after the
 //! catch-up's start revision. Each consumer's work is timed as a whole and in cumulative
 //! stages, so that the difference of two stages is the cost of one step:
 //!
-//! - kube's client deserializes the body straight into `ConfigMap`s; kube-runtime's store
+//! - kube's client deserializes the body straight into `ConfigMap`s. kube-runtime's store
 //!   then clones each one into an `Arc` and inserts it.
 //! - informer's source parses the body into `serde_json::Value`s and builds each object's key,
-//!   revision and incarnation; the `Json<ConfigMap>` decoder turns each `Value` into a
-//!   `ConfigMap`; the cache's writer decodes and inserts them.
+//!   revision and incarnation. The `Json<ConfigMap>` decoder turns each `Value` into a
+//!   `ConfigMap`, and the cache's writer decodes and inserts them.
 //!
 //! A list stage keeps what it built, as a list does, and the clock stops before it is freed.
-//! A watch stage handles one event at a time and frees it, as a watch consumer does; the
-//! stores it applies to hold the listed objects first. Each stage runs [`REPEATS`] times, and
+//! A watch stage handles one event at a time and frees it, as a watch consumer does, and the
+//! stores it applies to contain the listed objects first. Each stage runs [`REPEATS`] times, and
 //! the median is reported in microseconds per object or per event.
 
 use std::time::Instant;
@@ -36,12 +36,12 @@ use crate::harness::median;
 /// Repetitions of each stage.
 const REPEATS: usize = 3;
 
-/// The server timeout of the watch whose body is read. Every change of the history arrives
-/// before it, and then the server ends the response.
+/// The server timeout of the watch whose body is read. The server sends every change of the
+/// history first, however long that takes, and then ends the response at the timeout.
 const WATCH_SECS: u32 = 1;
 
 /// A list body as informer's Kubernetes source deserializes it: the items stay
-/// `serde_json::Value`s.
+/// `serde_json::Value`s. The metadata is parsed as the source parses it, but not read here.
 #[derive(Deserialize)]
 #[allow(dead_code)]
 struct SourceListBody {
@@ -103,7 +103,7 @@ pub async fn breakdown(args: &ChildArgs) -> anyhow::Result<Value> {
         .collect();
     if lines.len() != args.updates {
         bail!(
-            "the watch body holds {} changes, expected {}",
+            "the watch body contains {} changes, expected {}",
             lines.len(),
             args.updates
         );

@@ -28,12 +28,11 @@ use serde_json::{Value, json};
 
 use crate::{ChildArgs, Phase, TOKEN_VAR, breakdown, change_value, config_map, harness};
 
-/// The longest any phase waits for the last object or change.
+/// The maximum time a phase waits for the last object or change.
 const LIMIT: Duration = Duration::from_secs(600);
 
 /// How often the pipeline's cache revision is read while a watch phase runs. Reading it adds
-/// nothing to the pipeline's work per event; the price is up to this much delay in noticing
-/// the end.
+/// nothing to the pipeline's work per event, but the end is noticed up to this much later.
 const POLL: Duration = Duration::from_millis(1);
 
 /// Runs one phase and prints its result.
@@ -92,12 +91,12 @@ async fn list_raw(args: &ChildArgs) -> anyhow::Result<Value> {
     if args.page_size > 0 {
         params = params.limit(u32::try_from(args.page_size)?);
     }
-    let mut kept: Vec<ConfigMap> = Vec::new();
+    let mut listed: Vec<ConfigMap> = Vec::new();
     let mut pages = 0;
     loop {
         let list = api.list(&params).await?;
         pages += 1;
-        kept.extend(list.items);
+        listed.extend(list.items);
         match list.metadata.continue_ {
             Some(token) if !token.is_empty() => params.continue_token = Some(token),
             _ => break,
@@ -105,10 +104,10 @@ async fn list_raw(args: &ChildArgs) -> anyhow::Result<Value> {
     }
     let secs = started.elapsed().as_secs_f64();
 
-    if kept.len() != args.objects {
+    if listed.len() != args.objects {
         bail!(
             "listed {} ConfigMaps, expected {}",
-            kept.len(),
+            listed.len(),
             args.objects
         );
     }
@@ -259,7 +258,7 @@ impl Pipeline {
         }
     }
 
-    /// Checks that every changed ConfigMap holds the value of its last change.
+    /// Checks that every changed ConfigMap in the cache has the value of its last change.
     fn check_values(&self, args: &ChildArgs) -> anyhow::Result<()> {
         for index in 0..args.objects.min(args.updates) {
             // The last change to ConfigMap `index` is the largest number below `updates` that
@@ -308,7 +307,7 @@ async fn list_pipeline(args: &ChildArgs) -> anyhow::Result<Value> {
     let cached = pipeline.store.len();
     if cached != args.objects {
         bail!(
-            "the cache holds {cached} ConfigMaps, expected {}",
+            "the cache contains {cached} ConfigMaps, expected {}",
             args.objects
         );
     }
@@ -345,7 +344,7 @@ async fn list_kube_runtime(args: &ChildArgs) -> anyhow::Result<Value> {
     let cached = reader.state().len();
     if cached != args.objects {
         bail!(
-            "kube-runtime's store holds {cached} ConfigMaps, expected {}",
+            "kube-runtime's store contains {cached} ConfigMaps, expected {}",
             args.objects
         );
     }
@@ -518,8 +517,8 @@ pub fn source_object(value: Value) -> anyhow::Result<Object<Value>> {
     })
 }
 
-/// Replays the changes after `args.from` through the reflector and the cache, which hold every
-/// ConfigMap as it was at `args.from`.
+/// Replays the changes after `args.from` through the reflector and the cache, which contain
+/// every ConfigMap as it was at `args.from` first.
 async fn catchup_pipeline(args: &ChildArgs) -> anyhow::Result<Value> {
     let snapshot = snapshot_at(client(args)?, args.from).await?;
     let listed = snapshot.objects.len();
@@ -575,7 +574,7 @@ async fn live(args: &ChildArgs) -> anyhow::Result<Value> {
     let listed_at = pipeline.store.revision();
     if listed_at != args.from {
         bail!(
-            "the pipeline listed at resourceVersion {listed_at}, expected {}; something else wrote to the server",
+            "the pipeline listed at resourceVersion {listed_at}, expected {}, so another client wrote to the server",
             args.from
         );
     }

@@ -17,8 +17,8 @@
 //! - `live`: kube's `Api::watch` and the pipeline, in one process, watching the same `--updates`
 //!   changes as this process writes them.
 //!
-//! Every measurement runs in a fresh child process, so its peak RSS and CPU time are its own;
-//! the order of the cases alternates between runs. Results are medians over `--runs`, and every
+//! Every measurement runs in a fresh child process, so its peak RSS and CPU time are its own.
+//! The order of the cases alternates between runs. Results are medians over `--runs`, and every
 //! ratio is taken within one run, then the median of the ratios is shown.
 
 mod breakdown;
@@ -201,11 +201,11 @@ fn child_command(args: &ChildArgs) -> Vec<String> {
 /// Starts a child that runs `args` against `server`.
 fn start_child(server: &TestServer, args: &ChildArgs) -> anyhow::Result<Running> {
     let token = server.token_for(ADMIN_USER);
-    let what = format!(
+    let description = format!(
         "{:?} at {} objects per page on {} threads",
         args.phase, args.page_size, args.threads
     );
-    Running::start(&child_command(args), &[(TOKEN_VAR, &token)], what)
+    Running::start(&child_command(args), &[(TOKEN_VAR, &token)], description)
 }
 
 /// Runs one child to its end and returns its result.
