@@ -37,6 +37,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube_runtime::{reflector, watcher};
 use serde_json::{Value, json};
 
+#[path = "../examples/bench_common/config_map.rs"]
+mod shape;
+
 /// Counts the bytes requested from the system allocator.
 struct Counting;
 
@@ -124,11 +127,8 @@ fn changed(index: usize, version: Version) -> bool {
     version == Version::TenthChanged && index % 10 == 0
 }
 
-/// Returns ConfigMap number `index` as the API server serves it: labels and annotations from
-/// a Helm release, two managedFields entries and a few data entries.
+/// Returns ConfigMap number `index` of a list of `version`.
 fn config_map(index: usize, version: Version) -> Value {
-    let app = format!("app-{:03}", index % 200);
-    let namespace = format!("team-{:02}", index % 50);
     let is_changed = changed(index, version);
     let resource_version = if is_changed {
         FIRST_VERSION + 1 + index as u64
@@ -136,73 +136,7 @@ fn config_map(index: usize, version: Version) -> Value {
         FIRST_VERSION + index as u64
     };
     let log_level = if is_changed { "debug" } else { "info" };
-    json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": format!("{app}-config-{index:06}"),
-            "namespace": namespace,
-            "uid": format!("3f1c2a7e-{:04x}-4b2d-9c1e-{index:012x}", index % 65_536),
-            "resourceVersion": resource_version.to_string(),
-            "creationTimestamp": "2025-03-01T12:00:00Z",
-            "labels": {
-                "app.kubernetes.io/name": app,
-                "app.kubernetes.io/instance": format!("{app}-prod"),
-                "app.kubernetes.io/managed-by": "Helm",
-                "helm.sh/chart": "app-1.4.2",
-            },
-            "annotations": {
-                "meta.helm.sh/release-name": format!("{app}-prod"),
-                "meta.helm.sh/release-namespace": namespace,
-            },
-            "managedFields": [
-                {
-                    "manager": "helm",
-                    "operation": "Update",
-                    "apiVersion": "v1",
-                    "time": "2025-03-01T12:00:00Z",
-                    "fieldsType": "FieldsV1",
-                    "fieldsV1": {
-                        "f:data": {
-                            ".": {},
-                            "f:FEATURE_FLAGS": {},
-                            "f:LOG_LEVEL": {},
-                            "f:config.yaml": {},
-                        },
-                        "f:metadata": {
-                            "f:annotations": {
-                                ".": {},
-                                "f:meta.helm.sh/release-name": {},
-                                "f:meta.helm.sh/release-namespace": {},
-                            },
-                            "f:labels": {
-                                ".": {},
-                                "f:app.kubernetes.io/instance": {},
-                                "f:app.kubernetes.io/managed-by": {},
-                                "f:app.kubernetes.io/name": {},
-                                "f:helm.sh/chart": {},
-                            },
-                        },
-                    },
-                },
-                {
-                    "manager": "kubectl-edit",
-                    "operation": "Update",
-                    "apiVersion": "v1",
-                    "time": "2025-03-02T08:30:00Z",
-                    "fieldsType": "FieldsV1",
-                    "fieldsV1": { "f:data": { "f:LOG_LEVEL": {} } },
-                },
-            ],
-        },
-        "data": {
-            "LOG_LEVEL": log_level,
-            "FEATURE_FLAGS": "search,checkout-v2,recommendations",
-            "config.yaml": format!(
-                "server:\n  port: 8080\n  readTimeout: 30s\ndatabase:\n  host: db.{namespace}.svc\n  pool: 20\ncache:\n  ttl: 300s\n"
-            ),
-        },
-    })
+    shape::config_map(index, resource_version, log_level)
 }
 
 /// Returns page `page` of a list in informer's raw form.

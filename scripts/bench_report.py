@@ -11,6 +11,8 @@ Subcommands:
       and draws throughput against workers.
   etcd RESULT.json LATENCY_SVG LIST_SVG
       Draws the latency percentiles and the list times of a bench_etcd --json result.
+  k8s RESULT.json LIST_SVG
+      Draws the list times of a bench_k8s --json result.
 
 Only the standard library is used, so the script runs wherever python3 does.
 """
@@ -127,6 +129,28 @@ def etcd(result_path, latency_svg, list_svg):
             bars, f"Initial list of {document['keys']:,} keys", "seconds"))
 
 
+def k8s(result_path, list_svg):
+    document = json.loads(pathlib.Path(result_path).read_text())
+    results = document["results"]
+    bars = []
+    for page, page_label in [("500", "500 per page"), ("0", "unpaged")]:
+        for reader, reader_label in [
+            ("raw", "raw kube Api::list"),
+            ("kube_runtime", "kube-runtime"),
+            ("pipeline", "pipeline"),
+        ]:
+            case = f"list/{reader}/{page}"
+            if case in results:
+                seconds = statistics.median(run["secs"] for run in results[case])
+                bars.append((f"{reader_label}, {page_label}", seconds))
+    if bars:
+        colors = {"raw": COLORS["mpsc"], "kube-runtime": COLORS["kube_applier"],
+                  "pipeline": COLORS["pipeline"]}
+        pathlib.Path(list_svg).write_text(bar_chart(
+            bars, f"Initial list of {document['objects']:,} ConfigMaps", "seconds",
+            colors=colors))
+
+
 def escape(text):
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -212,8 +236,12 @@ def line_panels(panels, x_labels, x_title, y_title, log_y=False, labels=None):
     return "\n".join(parts) + "\n"
 
 
-def bar_chart(bars, title, unit):
-    """Draws horizontal bars with their values."""
+def bar_chart(bars, title, unit, colors=None):
+    """Draws horizontal bars with their values.
+
+    `colors` maps label prefixes to colors; without it, labels starting with "pipeline" get the
+    pipeline's color and the others the raw client's.
+    """
     label_width, bar_width, row = 260, 300, 26
     height = 40 + row * len(bars) + 20
     high = max(value for _, value in bars) * 1.15
@@ -223,7 +251,10 @@ def bar_chart(bars, title, unit):
              f'<text x="10" y="20" font-weight="bold">{escape(title)} ({escape(unit)})</text>']
     for index, (label, value) in enumerate(bars):
         y = 36 + row * index
-        color = COLORS["pipeline"] if label.startswith("pipeline") else COLORS["raw"]
+        if colors:
+            color = next(c for prefix, c in colors.items() if label.startswith(prefix))
+        else:
+            color = COLORS["pipeline"] if label.startswith("pipeline") else COLORS["raw"]
         length = bar_width * value / high
         parts.append(f'<text x="{label_width - 8}" y="{y + 15}" text-anchor="end">{escape(label)}</text>')
         parts.append(f'<rect x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{row - 8}" fill="{color}"/>')
@@ -237,6 +268,7 @@ def main(argv):
         "snapshot-workqueue": (snapshot_workqueue, 1),
         "workqueue": (workqueue, 2),
         "etcd": (etcd, 3),
+        "k8s": (k8s, 2),
     }
     if len(argv) < 2 or argv[1] not in commands or len(argv) - 2 != commands[argv[1]][1]:
         print(__doc__, file=sys.stderr)

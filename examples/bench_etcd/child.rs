@@ -23,79 +23,24 @@ use informer::workqueue::WorkQueue;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::{ChildArgs, Phase, prefix_end};
+use crate::{ChildArgs, Phase, harness, prefix_end};
 
 /// The largest gRPC response the raw client accepts: a whole unpaged list of 1,000,000 keys.
 const RAW_MAX_RESPONSE_BYTES: usize = 1 << 30;
 
 /// Runs one phase and prints its result.
 pub async fn run(args: ChildArgs) -> anyhow::Result<()> {
-    let base_rss_kib = rss_kib("VmRSS")?;
-    let cpu_before = cpu_seconds()?;
-    let mut result = match args.phase {
-        Phase::ListRaw => list_raw(&args).await?,
-        Phase::ListPipeline => list_pipeline(&args).await?,
-        Phase::CatchupRaw => catchup_raw(&args).await?,
-        Phase::CatchupPipeline => catchup_pipeline(&args).await?,
-        Phase::Live => live(&args).await?,
-        Phase::Latency => latency(&args).await?,
-    };
-    let fields = result
-        .as_object_mut()
-        .context("a phase returns an object")?;
-    fields.insert("base_rss_kib".into(), json!(base_rss_kib));
-    fields.insert("peak_rss_kib".into(), json!(rss_kib("VmHWM")?));
-    fields.insert("cpu_secs".into(), json!(cpu_seconds()? - cpu_before));
-    fields.insert("context_switches".into(), json!(context_switches()?));
-    println!("{result}");
-    Ok(())
-}
-
-/// Reads a `/proc/self/status` field in KiB: `VmRSS` now, or `VmHWM` for the peak.
-fn rss_kib(field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|line| line.starts_with(field))
-        .with_context(|| format!("no {field} in /proc/self/status"))?;
-    let kib = line
-        .split_whitespace()
-        .nth(1)
-        .with_context(|| format!("no value in {line:?}"))?;
-    Ok(kib.parse()?)
-}
-
-/// Returns the context switches of every thread of this process, voluntary and not.
-fn context_switches() -> anyhow::Result<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir("/proc/self/task")? {
-        let status = std::fs::read_to_string(task?.path().join("status"))?;
-        for line in status.lines() {
-            if let Some(count) = line
-                .strip_prefix("voluntary_ctxt_switches:")
-                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-            {
-                total += count.trim().parse::<u64>()?;
-            }
+    harness::run_child(async {
+        match args.phase {
+            Phase::ListRaw => list_raw(&args).await,
+            Phase::ListPipeline => list_pipeline(&args).await,
+            Phase::CatchupRaw => catchup_raw(&args).await,
+            Phase::CatchupPipeline => catchup_pipeline(&args).await,
+            Phase::Live => live(&args).await,
+            Phase::Latency => latency(&args).await,
         }
-    }
-    Ok(total)
-}
-
-/// Returns the CPU time this process used, user and system, in seconds.
-fn cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // The command name in field 2 may contain spaces, so count fields after its closing
-    // parenthesis: utime and stime are fields 14 and 15 of the whole line.
-    let after_name = &stat[stat
-        .rfind(')')
-        .context("no command name in /proc/self/stat")?
-        + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let utime: f64 = fields[11].parse()?;
-    let stime: f64 = fields[12].parse()?;
-    // /proc reports CPU time in USER_HZ ticks, which is 100 per second on Linux.
-    Ok((utime + stime) / 100.0)
+    })
+    .await
 }
 
 async fn connect(endpoint: &str) -> anyhow::Result<Client> {

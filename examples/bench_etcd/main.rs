@@ -24,14 +24,14 @@ mod child;
 #[allow(dead_code)]
 #[path = "../../tests/support/etcd.rs"]
 mod etcd;
+#[path = "../bench_common/harness.rs"]
+mod harness;
 // The harness names its certificate helper as a sibling module.
 #[allow(dead_code)]
 #[path = "../../tests/support/pki.rs"]
 mod pki;
 mod report;
 
-use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -40,9 +40,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use etcd_client::{Client, Txn, TxnOp};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use etcd::EtcdServer;
+use harness::{Results, Running, record};
 
 /// Puts per transaction. etcd 3.4 accepts at most 128 operations per transaction by default
 /// (`--max-txn-ops`).
@@ -163,17 +163,7 @@ fn key(prefix: &str, index: usize) -> String {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = harness::start(2)?;
     match cli.command {
         Some(Command::Child(args)) => runtime.block_on(child::run(args)),
         None => runtime.block_on(async {
@@ -245,82 +235,41 @@ async fn write_paced(client: &Client, prefix: &str, rate: u64, secs: u64) -> any
     Ok(total as f64 / elapsed.as_secs_f64())
 }
 
-/// A running child measurement.
-struct Running {
-    process: tokio::process::Child,
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    what: String,
+/// Returns the command line of a child that runs `args`.
+fn child_command(args: &ChildArgs) -> Vec<String> {
+    vec![
+        "--phase".into(),
+        args.phase
+            .to_possible_value()
+            .expect("a phase name")
+            .get_name()
+            .into(),
+        "--endpoint".into(),
+        args.endpoint.clone(),
+        "--prefix".into(),
+        args.prefix.clone(),
+        "--keys".into(),
+        args.keys.to_string(),
+        "--page-size".into(),
+        args.page_size.to_string(),
+        "--from".into(),
+        args.from.to_string(),
+        "--workers".into(),
+        args.workers.to_string(),
+        "--warm-up-keys".into(),
+        args.warm_up_keys.to_string(),
+    ]
 }
 
-impl Running {
-    fn start(args: &ChildArgs) -> anyhow::Result<Running> {
-        let mut command = tokio::process::Command::new(std::env::current_exe()?);
-        command
-            .arg("child")
-            .arg("--phase")
-            .arg(
-                args.phase
-                    .to_possible_value()
-                    .expect("a phase name")
-                    .get_name(),
-            )
-            .arg("--endpoint")
-            .arg(&args.endpoint)
-            .arg("--prefix")
-            .arg(&args.prefix)
-            .arg("--keys")
-            .arg(args.keys.to_string())
-            .arg("--page-size")
-            .arg(args.page_size.to_string())
-            .arg("--from")
-            .arg(args.from.to_string())
-            .arg("--workers")
-            .arg(args.workers.to_string())
-            .arg("--warm-up-keys")
-            .arg(args.warm_up_keys.to_string())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
-        let mut process = command.spawn()?;
-        let stdout = process.stdout.take().context("a piped stdout")?;
-        Ok(Running {
-            process,
-            lines: BufReader::new(stdout).lines(),
-            what: format!("{:?} {}", args.phase, args.prefix),
-        })
-    }
-
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        match self.lines.next_line().await? {
-            Some(line) if line == "ready" => Ok(()),
-            other => bail!("{}: expected `ready`, got {other:?}", self.what),
-        }
-    }
-
-    async fn result(mut self) -> anyhow::Result<Value> {
-        let mut last = None;
-        while let Some(line) = self.lines.next_line().await? {
-            last = Some(line);
-        }
-        let status = self.process.wait().await?;
-        if !status.success() {
-            bail!("{} failed with {status}", self.what);
-        }
-        let line = last.with_context(|| format!("{} printed no result", self.what))?;
-        Ok(serde_json::from_str(&line)?)
-    }
+/// Starts a child that runs `args`.
+fn start_child(args: &ChildArgs) -> anyhow::Result<Running> {
+    let description = format!("{:?} {}", args.phase, args.prefix);
+    Running::start(&child_command(args), &[], description)
 }
 
 /// Runs one child to its end and returns its result.
 async fn measure(args: ChildArgs) -> anyhow::Result<Value> {
-    Running::start(&args)?.result().await
-}
-
-/// Results by case name, one entry per run.
-type Results = BTreeMap<String, Vec<Value>>;
-
-fn record(results: &mut Results, case: &str, value: Value) {
-    eprintln!("  {case}: {value}");
-    results.entry(case.to_owned()).or_default().push(value);
+    start_child(&args)?.result().await
 }
 
 async fn parent(args: RunArgs) -> anyhow::Result<()> {
@@ -532,7 +481,7 @@ async fn live_phase(
 ) -> anyhow::Result<()> {
     for run in 0..args.runs {
         let prefix = format!("/live/{run}/");
-        let mut child = Running::start(&ChildArgs {
+        let mut child = start_child(&ChildArgs {
             phase: Phase::Live,
             prefix: prefix.clone(),
             keys: args.keys,
@@ -556,7 +505,7 @@ async fn latency_phase(
     for rate in &args.latency_rates {
         for run in 0..args.latency_runs {
             let prefix = format!("/latency/{rate}/{run}/");
-            let mut child = Running::start(&ChildArgs {
+            let mut child = start_child(&ChildArgs {
                 phase: Phase::Latency,
                 prefix: prefix.clone(),
                 keys: (rate * args.latency_secs) as usize,

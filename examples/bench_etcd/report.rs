@@ -1,95 +1,25 @@
 //! The machine description and the Markdown tables of a run.
 
 use std::fmt::Write;
-use std::process::Command;
 
 use serde_json::{Value, json};
 
 use crate::child::PERCENTILES;
 use crate::etcd::EtcdServer;
+use crate::harness::{self, field, median, mib, ratios};
 use crate::{PIPELINE_PAGE_SIZES, RAW_PAGE_SIZES, Results, RunArgs};
 
 /// Describes the machine, the toolchain and the server.
 pub async fn environment(server: &EtcdServer) -> Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown".to_owned());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory_kib: u64 = meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0);
     let mut client = server.client().await;
     let etcd_version = match client.status().await {
         Ok(status) => status.version().to_owned(),
         Err(error) => format!("unknown ({error})"),
     };
-    json!({
-        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "cpu_model": cpu,
-        "memory_gib": memory_kib as f64 / (1024.0 * 1024.0),
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
-        "rustc": command_output("rustc", &["--version"]),
-        "etcd": etcd_version,
-        "etcd_client": "0.21",
-    })
-}
-
-fn command_output(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .map(|text| text.trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// Returns the median, or NaN for no values.
-pub fn median(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[middle]
-    } else {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    }
-}
-
-/// Returns `field` of every run of `case`.
-fn field(results: &Results, case: &str, field: &str) -> Vec<f64> {
-    results
-        .get(case)
-        .map(|runs| {
-            runs.iter()
-                .filter_map(|run| run.get(field).and_then(Value::as_f64))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Returns the per-run ratios `numerator[i] / denominator[i]`.
-fn ratios(numerator: &[f64], denominator: &[f64]) -> Vec<f64> {
-    numerator
-        .iter()
-        .zip(denominator)
-        .map(|(n, d)| n / d)
-        .collect()
-}
-
-fn mib(kib: f64) -> f64 {
-    kib / 1024.0
+    let mut description = harness::machine();
+    description.insert("etcd".into(), json!(etcd_version));
+    description.insert("etcd_client".into(), json!("0.21"));
+    Value::Object(description)
 }
 
 /// Renders every table for which the results have data.
