@@ -622,25 +622,29 @@ impl Cluster {
         revision: i64,
     ) -> ListPage {
         let prefix = list_prefix(namespace);
-        let matching: Vec<(String, Arc<Value>)> = self
-            .store
-            .range_at(&def.storage, &prefix, start, revision)
-            .into_iter()
-            .filter(|(_, object)| selectors.matches(&def.to_api_form(object)))
-            .collect();
         let limit = limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
-        let total = matching.len();
-        let mut items = Vec::with_capacity(total.min(limit));
+        // Only the objects up to the page's end are converted and matched, so reading a list
+        // page by page costs time in proportion to the list, not to its square.
+        let mut matching = self
+            .store
+            .iter_at(&def.storage, &prefix, start, revision)
+            .filter(|(_, object)| {
+                selectors.is_empty() || selectors.matches(&def.to_api_form(object))
+            });
+        let mut items = Vec::new();
         let mut last_key = None;
-        for (key, object) in matching.into_iter().take(limit) {
-            last_key = Some(key);
-            items.push(object);
+        for (key, object) in matching.by_ref().take(limit) {
+            last_key = Some(key.to_owned());
+            items.push(object.clone());
         }
-        let more = total > items.len();
+        let more = matching.next().is_some();
+        // The count of the rest is only reported without selectors, and then counting needs no
+        // conversion.
+        let remaining = (more && selectors.is_empty()).then(|| 1 + matching.count());
         ListPage {
             items,
             continue_after: if more { last_key } else { None },
-            remaining: (more && selectors.is_empty()).then(|| total - limit),
+            remaining,
         }
     }
 }

@@ -116,22 +116,33 @@ impl Store {
         start: Option<&str>,
         revision: i64,
     ) -> Vec<(String, Arc<Value>)> {
-        let Some(table) = self.tables.get(storage) else {
-            return Vec::new();
-        };
+        self.iter_at(storage, prefix, start, revision)
+            .map(|(key, object)| (key.to_owned(), object.clone()))
+            .collect()
+    }
+
+    /// Iterates, in key order, over the objects that were live at `revision` under `prefix`,
+    /// from `start` on.
+    pub(crate) fn iter_at<'a>(
+        &'a self,
+        storage: &str,
+        prefix: &'a str,
+        start: Option<&str>,
+        revision: i64,
+    ) -> impl Iterator<Item = (&'a str, &'a Arc<Value>)> + 'a {
         let lower = match start {
             Some(start) if start >= prefix => Bound::Included(start.to_owned()),
             _ => Bound::Included(prefix.to_owned()),
         };
-        table
-            .objects
-            .range((lower, Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .filter_map(|(key, versions)| {
+        self.tables
+            .get(storage)
+            .into_iter()
+            .flat_map(move |table| table.objects.range((lower.clone(), Bound::Unbounded)))
+            .take_while(move |(key, _)| key.starts_with(prefix))
+            .filter_map(move |(key, versions)| {
                 let version = versions.iter().rev().find(|v| v.revision <= revision)?;
-                Some((key.clone(), version.object.clone()?))
+                Some((key.as_str(), version.object.as_ref()?))
             })
-            .collect()
     }
 
     /// Checks whether any live object's key starts with `prefix`.
@@ -214,13 +225,15 @@ impl Store {
             }
         }
     }
-
-    /// Returns the events of a table after `after`, or [`TooOld`] if the history no longer
-    /// reaches back that far.
-    pub(crate) fn events_after(
+    /// Returns the events of a table after `after` up to and including `until`, or
+    /// [`TooOld`] if the history no longer reaches back that far. A batch contains about
+    /// `limit` events: it ends only where the revision changes, so a revision is never split.
+    pub(crate) fn events_between(
         &self,
         storage: &str,
         after: i64,
+        until: i64,
+        limit: usize,
     ) -> Result<Vec<Arc<HistoryEvent>>, TooOld> {
         let Some(table) = self.tables.get(storage) else {
             return Ok(Vec::new());
@@ -233,7 +246,18 @@ impl Store {
         let start = table
             .history
             .partition_point(|event| event.revision <= after);
-        Ok(table.history.range(start..).cloned().collect())
+        let mut events: Vec<Arc<HistoryEvent>> = Vec::new();
+        for event in table.history.range(start..) {
+            let full = events.len() >= limit
+                && events
+                    .last()
+                    .is_some_and(|last| last.revision != event.revision);
+            if event.revision > until || full {
+                break;
+            }
+            events.push(event.clone());
+        }
+        Ok(events)
     }
 
     /// Returns the oldest revision a watch of this table may start from.
@@ -335,6 +359,28 @@ mod tests {
     }
 
     #[test]
+    fn events_between_keeps_revisions_whole() {
+        let mut store = Store::new(10);
+        store.ensure_table("t");
+        for name in ["a", "b", "c", "d"] {
+            store.put("t", name, object(name));
+        }
+        let revisions = |events: Vec<Arc<HistoryEvent>>| -> Vec<i64> {
+            events.iter().map(|event| event.revision).collect()
+        };
+        assert_eq!(
+            revisions(store.events_between("t", 0, 4, 2).unwrap()),
+            [1, 2]
+        );
+        assert_eq!(revisions(store.events_between("t", 2, 3, 10).unwrap()), [3]);
+        assert_eq!(
+            revisions(store.events_between("t", 2, 4, 10).unwrap()),
+            [3, 4]
+        );
+        assert!(store.events_between("t", 4, 4, 10).unwrap().is_empty());
+    }
+
+    #[test]
     fn history_evicts_oldest() {
         let mut store = Store::new(2);
         store.ensure_table("t");
@@ -342,10 +388,15 @@ mod tests {
             store.put("t", name, object(name));
         }
         assert_eq!(
-            store.events_after("t", 0).err(),
+            store.events_between("t", 0, i64::MAX, usize::MAX).err(),
             Some(TooOld { window_start: 1 })
         );
-        assert_eq!(store.events_after("t", 1).map(|events| events.len()), Ok(2));
+        assert_eq!(
+            store
+                .events_between("t", 1, i64::MAX, usize::MAX)
+                .map(|events| events.len()),
+            Ok(2)
+        );
     }
 
     #[test]
@@ -356,7 +407,12 @@ mod tests {
         store.put("t", "b", object("b"));
         store.compact(2);
         assert_eq!(store.range_at("t", "", None, 2).len(), 1);
-        assert!(store.events_after("t", 1).is_err());
-        assert_eq!(store.events_after("t", 2).map(|events| events.len()), Ok(1));
+        assert!(store.events_between("t", 1, i64::MAX, usize::MAX).is_err());
+        assert_eq!(
+            store
+                .events_between("t", 2, i64::MAX, usize::MAX)
+                .map(|events| events.len()),
+            Ok(1)
+        );
     }
 }

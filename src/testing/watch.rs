@@ -39,6 +39,9 @@ use super::store::{EventKind, HistoryEvent, TooOld, set_resource_version};
 use super::strategy::meta_str;
 use super::{ExpiredWatchForm, http};
 
+/// The history events a watch encodes at a time when it catches up.
+const HISTORY_EVENTS_PER_COLLECT: usize = 500;
+
 /// The annotation that marks the bookmark closing the initial events.
 const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 
@@ -298,8 +301,19 @@ impl WatchSession {
         }
     }
 
-    /// Queues the events written since `position`.
+    /// Queues the events written since `position`, a batch at a time until one of them passes
+    /// this watcher's filters or the watcher has caught up.
     fn collect(&mut self) {
+        while self.pending.is_empty() && !self.finished {
+            if self.collect_batch() {
+                break;
+            }
+        }
+    }
+
+    /// Queues one batch of the events written since `position`. Returns true when the batch
+    /// reached the current revision.
+    fn collect_batch(&mut self) -> bool {
         let shared = self.shared.clone();
         let cluster = shared.cluster.lock();
         let def = &self.def;
@@ -310,27 +324,40 @@ impl WatchSession {
         {
             // The CRD is gone: the apiserver ends its watches.
             self.finished = true;
-            return;
+            return true;
         }
         let current = cluster.store.revision();
         if self.position >= current {
-            return;
+            return true;
         }
-        match cluster.store.events_after(&def.storage, self.position) {
+        match cluster.store.events_between(
+            &def.storage,
+            self.position,
+            current,
+            HISTORY_EVENTS_PER_COLLECT,
+        ) {
             Err(TooOld { window_start }) => {
                 let error = StatusError::too_old_resource_version(self.position, window_start);
                 self.pending
                     .push_back(Bytes::from(encode::error_line(&error)));
                 self.finished = true;
+                self.position = current;
             }
             Ok(events) => {
                 drop(cluster);
-                for event in events.iter().filter(|event| event.revision <= current) {
+                // A watch that starts far behind sends its backlog in batches, so the first
+                // events leave before the last ones are encoded.
+                let complete = events.len() < HISTORY_EVENTS_PER_COLLECT;
+                for event in &events {
                     self.push_history_event(event);
                 }
+                self.position = match events.last() {
+                    Some(last) if !complete => last.revision,
+                    _ => current,
+                };
             }
         }
-        self.position = current;
+        self.position >= current
     }
 
     /// Queues one stored event as it passes this watcher's namespace and selectors.
