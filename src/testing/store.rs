@@ -225,6 +225,7 @@ impl Store {
             }
         }
     }
+
     /// Returns the events of a table after `after` up to and including `until`, or
     /// [`TooOld`] if the history no longer reaches back that far. A batch contains about
     /// `limit` events: it ends only where the revision changes, so a revision is never split.
