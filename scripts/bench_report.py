@@ -116,9 +116,13 @@ def etcd(result_path, latency_svg, list_svg):
     for case, label, field in [
         ("list/raw/500", "raw, 500 per page", "secs"),
         ("list/raw/10000", "raw, 10,000 per page", "secs"),
+        ("list/raw/25000", "raw, 25,000 per page", "secs"),
+        ("list/raw/50000", "raw, 50,000 per page", "secs"),
         ("list/raw/0", "raw, unpaged", "secs"),
         ("list/pipeline/10000", "pipeline cached, 10,000 per page", "secs"),
         ("list/pipeline/10000", "pipeline reconciled, 10,000 per page", "reconciled_secs"),
+        ("list/pipeline/25000", "pipeline cached, 25,000 per page", "secs"),
+        ("list/pipeline/50000", "pipeline cached, 50,000 per page", "secs"),
         ("list/pipeline/0", "pipeline cached, one page", "secs"),
         ("list/pipeline/0", "pipeline reconciled, one page", "reconciled_secs"),
     ]:

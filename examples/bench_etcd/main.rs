@@ -365,11 +365,11 @@ async fn parent(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The raw page sizes of the list phase; 0 is one unpaged read.
-pub const RAW_PAGE_SIZES: [usize; 3] = [500, 10_000, 0];
+pub const RAW_PAGE_SIZES: [usize; 5] = [500, 10_000, 25_000, 50_000, 0];
 
 /// The pipeline's page sizes of the list phase: the reflector's default, and 0 for one page
 /// that contains every key.
-pub const PIPELINE_PAGE_SIZES: [usize; 2] = [10_000, 0];
+pub const PIPELINE_PAGE_SIZES: [usize; 4] = [10_000, 25_000, 50_000, 0];
 
 #[allow(clippy::too_many_arguments)]
 async fn list_phase(
