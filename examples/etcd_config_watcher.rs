@@ -207,8 +207,34 @@ async fn main() -> anyhow::Result<()> {
 /// The environment variable that carries the password of `--user`.
 const PASSWORD_VAR: &str = "INFORMER_ETCD_PASSWORD";
 
+/// Rejects flag combinations the etcd source would reject, naming the flags to change.
+fn check_etcd_flags(args: &Args) -> anyhow::Result<()> {
+    if args.prefix.is_empty() {
+        bail!(
+            "--prefix is empty, which would list and watch every key in etcd; pass the key \
+             directory to watch, such as --prefix /config/"
+        );
+    }
+    for endpoint in &args.endpoints {
+        if endpoint.starts_with("https://") && args.cacert.is_none() {
+            bail!(
+                "the endpoint {endpoint} uses https; pass --cacert with the CA certificate that \
+                 signed the server's certificate"
+            );
+        }
+        if endpoint.starts_with("http://") && args.cacert.is_some() {
+            bail!(
+                "the endpoint {endpoint} uses plain http but --cacert is set; use an https:// \
+                 endpoint or drop --cacert"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Builds the etcd source's config from the flags.
 fn etcd_config(args: &Args) -> anyhow::Result<EtcdConfig> {
+    check_etcd_flags(args)?;
     let mut config = if args.raw_prefix {
         EtcdConfig::raw_prefix(args.endpoints.clone(), &args.prefix)
     } else {

@@ -75,6 +75,41 @@ fn config_watcher_recovers_on_memory_source() {
     );
 }
 
+#[test]
+fn config_watcher_names_invalid_flags() {
+    let Some(binary) = example_binary("etcd_config_watcher") else {
+        skip_or_fail();
+        return;
+    };
+    // The port is never contacted: each case fails before the example connects.
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--endpoints", "http://127.0.0.1:9", "--prefix", ""],
+            "--prefix is empty",
+        ),
+        (&["--endpoints", "https://127.0.0.1:9"], "pass --cacert"),
+        (
+            &["--endpoints", "http://127.0.0.1:9", "--cacert", "ca.pem"],
+            "drop --cacert",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(&binary)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the example");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} must fail");
+        assert!(stderr.contains(expected), "{args:?}: stderr:\n{stderr}");
+        assert!(
+            !stderr.contains("EtcdConfig"),
+            "{args:?}: the message names flags, not library items: {stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_watcher_runs_against_etcd() {
     let Some(binary) = example_binary("etcd_config_watcher") else {
