@@ -121,8 +121,9 @@ fn named(name: &str) -> NameLabels {
 ///
 /// A family lookup allocates the label set, hashes it and takes the family's lock. Stages that
 /// update a metric for every key hold a `Series` instead, so every update after the first is
-/// one atomic operation on the value the family shares. The series appears in the family on
-/// first use, as it does through the [`Metrics`] methods.
+/// one atomic operation on the value the family shares. The `for_*` constructors resolve every
+/// series at once, so a queue's, controller's, handler's or source's series are exported at
+/// zero before their first update, and a rate or an alert over them has data from the start.
 struct Series<M> {
     cell: OnceLock<M>,
 }
@@ -288,47 +289,108 @@ impl SourceMetrics {
 impl Metrics {
     /// Returns the metrics of the queue named `queue`, for updates without a label lookup.
     pub(crate) fn for_queue(&self, queue: &str) -> QueueMetrics {
-        QueueMetrics {
+        let metrics = QueueMetrics {
             metrics: self.clone(),
             labels: named(queue),
             adds: Series::new(),
             depth: Series::new(),
             retries: Series::new(),
             wait_seconds: Series::new(),
-        }
+        };
+        let inner = &self.inner;
+        let labels = &metrics.labels;
+        metrics
+            .adds
+            .get(|| inner.queue_adds.get_or_create(labels).clone());
+        metrics
+            .depth
+            .get(|| inner.queue_depth.get_or_create(labels).clone());
+        metrics
+            .retries
+            .get(|| inner.queue_retries.get_or_create(labels).clone());
+        metrics
+            .wait_seconds
+            .get(|| inner.queue_wait_seconds.get_or_create(labels).clone());
+        metrics
     }
 
     /// Returns the metrics of the controller named `controller`, for updates without a label
     /// lookup.
     pub(crate) fn for_controller(&self, controller: &str) -> ControllerMetrics {
-        ControllerMetrics {
+        let metrics = ControllerMetrics {
             metrics: self.clone(),
             labels: named(controller),
             reconciles: std::array::from_fn(|_| Series::new()),
             reconcile_seconds: Series::new(),
             active_workers: Series::new(),
+        };
+        let inner = &self.inner;
+        let labels = &metrics.labels;
+        for (series, result) in metrics.reconciles.iter().zip(RECONCILE_RESULTS) {
+            let reconcile = ReconcileLabels {
+                name: labels.name.clone(),
+                result: result.to_owned(),
+            };
+            series.get(|| inner.reconciles.get_or_create(&reconcile).clone());
         }
+        metrics
+            .reconcile_seconds
+            .get(|| inner.reconcile_seconds.get_or_create(labels).clone());
+        metrics
+            .active_workers
+            .get(|| inner.active_workers.get_or_create(labels).clone());
+        metrics
     }
 
     /// Returns the metrics of the handler named `handler`, for updates without a label lookup.
     pub(crate) fn for_handler(&self, handler: &str) -> HandlerMetrics {
-        HandlerMetrics {
+        let metrics = HandlerMetrics {
             metrics: self.clone(),
             labels: named(handler),
             coalesced: Series::new(),
             pending: Series::new(),
-        }
+        };
+        let inner = &self.inner;
+        let labels = &metrics.labels;
+        metrics
+            .coalesced
+            .get(|| inner.notify_coalesced.get_or_create(labels).clone());
+        metrics
+            .pending
+            .get(|| inner.notify_pending.get_or_create(labels).clone());
+        metrics
     }
 
     /// Returns the per-batch metrics of the source named `source_name`, for updates without a
     /// label lookup.
+    ///
+    /// It also exports the source's error, relist, watch restart and decode error counters at
+    /// zero.
     pub(crate) fn for_source(&self, source_name: &str) -> SourceMetrics {
-        SourceMetrics {
+        let metrics = SourceMetrics {
             metrics: self.clone(),
             labels: source(source_name),
             cache_objects: Series::new(),
             watch_batches: Series::new(),
+        };
+        let inner = &self.inner;
+        let labels = &metrics.labels;
+        metrics
+            .cache_objects
+            .get(|| inner.cache_objects.get_or_create(labels).clone());
+        metrics
+            .watch_batches
+            .get(|| inner.watch_batches.get_or_create(labels).clone());
+        for class in ["expired", "transient", "permanent"] {
+            let _ = inner.source_errors.get_or_create(&SourceErrorLabels {
+                source: source_name.to_owned(),
+                class: class.to_owned(),
+            });
         }
+        let _ = inner.relists.get_or_create(labels);
+        let _ = inner.watch_restarts.get_or_create(labels);
+        let _ = inner.decode_errors.get_or_create(labels);
+        metrics
     }
 
     /// Registers every metric in `registry` under the `informer_` prefix.
@@ -648,10 +710,24 @@ mod tests {
     }
 
     #[test]
-    fn handle_series_appear_on_use() {
+    fn handle_series_exported_at_zero() {
         let metrics = Metrics::default();
         let source = metrics.for_source("s");
-        assert!(!exported(&metrics).contains("informer_cache_objects{source=\"s\"}"));
+        let _controller = metrics.for_controller("c");
+        let _queue = metrics.for_queue("q");
+        let _handler = metrics.for_handler("h");
+        let text = exported(&metrics);
+        for series in [
+            "informer_cache_objects{source=\"s\"} 0",
+            "informer_source_errors_total{source=\"s\",class=\"permanent\"} 0",
+            "informer_relists_total{source=\"s\"} 0",
+            "informer_decode_errors_total{source=\"s\"} 0",
+            "informer_reconciles_total{name=\"c\",result=\"error\"} 0",
+            "informer_workqueue_retries_total{name=\"q\"} 0",
+            "informer_notify_pending{name=\"h\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
 
         source.set_cache_objects(5);
         source.watch_batch();
