@@ -6,8 +6,9 @@
 //! For each size the bench measures:
 //!
 //! - **bytes per object**: live bytes of the filled store, minus the empty baseline, divided by
-//!   the number of objects. informer's [`Writer`] decodes `serde_json::Value` objects (the
-//!   Kubernetes source's raw form) with [`Json<ConfigMap>`]; kube-runtime's store is filled
+//!   the number of objects. informer's [`Writer`] decodes each object's JSON text in
+//!   [`Bytes`] (the Kubernetes source's raw form) with [`Json<ConfigMap>`]; kube-runtime's
+//!   store is filled
 //!   with `Init`, `InitApply` per object and `InitDone`, as its watcher does on start.
 //! - **relist peak / steady**: the highest live bytes during a second full list, divided by the
 //!   steady state, both above the baseline. The list arrives in pages of [`PAGE`] objects, the
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use informer::cache::{Store, Writer};
 use informer::decode::{Decoder, Json, Transform, drop_managed_fields};
 use informer::metrics::Metrics;
@@ -140,7 +142,7 @@ fn config_map(index: usize, version: Version) -> Value {
 }
 
 /// Returns page `page` of a list in informer's raw form.
-fn informer_page(page: usize, objects: usize, version: Version) -> Vec<Object<Value>> {
+fn informer_page(page: usize, objects: usize, version: Version) -> Vec<Object<Bytes>> {
     page_range(page, objects)
         .map(|index| {
             let value = config_map(index, version);
@@ -159,7 +161,7 @@ fn informer_page(page: usize, objects: usize, version: Version) -> Vec<Object<Va
                 key: Arc::from(key),
                 revision,
                 incarnation: Incarnation::Uid(Arc::from(uid)),
-                value,
+                value: Bytes::from(serde_json::to_vec(&value).expect("serialize a ConfigMap")),
             }
         })
         .collect()
@@ -199,8 +201,8 @@ struct Measured {
 }
 
 /// Lists every page into informer's writer and returns the list time.
-fn informer_list<D: Decoder<Value>>(
-    writer: &Writer<Value, D>,
+fn informer_list<D: Decoder<Bytes>>(
+    writer: &Writer<Bytes, D>,
     objects: usize,
     version: Version,
 ) -> Duration {
@@ -214,7 +216,7 @@ fn informer_list<D: Decoder<Value>>(
     started.elapsed()
 }
 
-fn measure_informer<D: Decoder<Value>>(decoder: D, objects: usize) -> Measured {
+fn measure_informer<D: Decoder<Bytes>>(decoder: D, objects: usize) -> Measured {
     let base = live();
     let writer = Writer::new(Store::new("bench", Metrics::default()), decoder);
     informer_list(&writer, objects, Version::First);

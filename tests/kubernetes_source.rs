@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use informer::cache::Store;
 use informer::decode::{Decoder, Json};
 use informer::metrics::Metrics;
@@ -109,8 +110,8 @@ fn fast_backoff() -> ReflectorConfig {
 
 fn start_source<S, D>(source: S, decoder: D, config: ReflectorConfig) -> Informer<D::Output>
 where
-    S: Source<Value = Value>,
-    D: Decoder<Value>,
+    S: Source<Value = Bytes>,
+    D: Decoder<Bytes>,
 {
     let metrics = Metrics::default();
     let name = source.name().clone();

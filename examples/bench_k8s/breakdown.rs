@@ -7,18 +7,21 @@
 //!
 //! - kube's client deserializes the body straight into `ConfigMap`s. kube-runtime's store
 //!   then clones each one into an `Arc` and inserts it.
-//! - informer's source parses the body into `serde_json::Value`s and builds each object's key,
-//!   revision and incarnation. The `Json<ConfigMap>` decoder turns each `Value` into a
-//!   `ConfigMap`, and the cache's writer decodes and inserts them.
+//! - informer's source splits the body into each object's JSON text and reads the key,
+//!   revision and incarnation from its metadata, skipping the other fields. The
+//!   `Json<ConfigMap>` decoder parses each object's text into a `ConfigMap`, and the cache's
+//!   writer decodes and inserts them.
 //!
 //! A list stage keeps what it built, as a list does, and the clock stops before it is freed.
 //! A watch stage handles one event at a time and frees it, as a watch consumer does, and the
 //! stores it applies to contain the listed objects first. Each stage runs [`REPEATS`] times, and
 //! the median is reported in microseconds per object or per event.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use anyhow::bail;
+use bytes::Bytes;
 use informer::cache::{Store, Writer};
 use informer::decode::{Decoder, Json};
 use informer::metrics::Metrics;
@@ -27,10 +30,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, ObjectList, WatchEvent, WatchParams};
 use kube_runtime::watcher;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::ChildArgs;
-use crate::child::{client, source_object};
+use crate::child::{client, source_object, source_objects};
 use crate::harness::median;
 
 /// Repetitions of each stage.
@@ -40,31 +44,13 @@ const REPEATS: usize = 3;
 /// history first, however long that takes, and then ends the response at the timeout.
 const WATCH_SECS: u32 = 1;
 
-/// A list body as informer's Kubernetes source deserializes it: the items stay
-/// `serde_json::Value`s. The metadata is parsed as the source parses it, but not read here.
+/// A watch event as informer's Kubernetes source deserializes it: the object stays JSON text.
 #[derive(Deserialize)]
-#[allow(dead_code)]
-struct SourceListBody {
-    metadata: SourceListMeta,
-    #[serde(default)]
-    items: Option<Vec<Value>>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct SourceListMeta {
-    #[serde(rename = "resourceVersion", default)]
-    resource_version: String,
-    #[serde(rename = "continue", default)]
-    continue_token: Option<String>,
-}
-
-/// A watch event as informer's Kubernetes source deserializes it.
-#[derive(Deserialize)]
-struct SourceEventLine {
-    #[serde(rename = "type")]
-    kind: String,
-    object: Value,
+struct SourceEventLine<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    object: &'a RawValue,
 }
 
 /// Runs `stage` [`REPEATS`] times, each on a fresh input from `prepare`, and returns the
@@ -122,18 +108,8 @@ fn check(count: usize, expected: usize) -> anyhow::Result<usize> {
     Ok(count)
 }
 
-/// Parses a list body into the source's objects.
-fn source_objects(text: &str) -> anyhow::Result<Vec<Object<Value>>> {
-    let body: SourceListBody = serde_json::from_str(text)?;
-    body.items
-        .unwrap_or_default()
-        .into_iter()
-        .map(source_object)
-        .collect()
-}
-
 /// Returns a writer over an empty cache.
-fn new_writer() -> Writer<Value, Json<ConfigMap>> {
+fn new_writer() -> Writer<Bytes, Json<ConfigMap>> {
     Writer::new(
         Store::new("breakdown", Metrics::default()),
         Json::<ConfigMap>::new(),
@@ -141,7 +117,7 @@ fn new_writer() -> Writer<Value, Json<ConfigMap>> {
 }
 
 /// Applies `objects` to `writer` as one list.
-fn relist(writer: &Writer<Value, Json<ConfigMap>>, objects: Vec<Object<Value>>) {
+fn relist(writer: &Writer<Bytes, Json<ConfigMap>>, objects: Vec<Object<Bytes>>) {
     let revision: Revision = objects
         .iter()
         .map(|object| object.revision)
@@ -221,12 +197,12 @@ fn time_list(objects: usize, text: &str) -> anyhow::Result<Value> {
 }
 
 /// Parses one watch line as the source does.
-fn source_batch(line: &str) -> anyhow::Result<Batch<Value>> {
-    let event: SourceEventLine = serde_json::from_str(line)?;
+fn source_batch(line: &str) -> anyhow::Result<Batch<Bytes>> {
+    let event: SourceEventLine<'_> = serde_json::from_str(line)?;
     if event.kind != "MODIFIED" {
         bail!("an unexpected {} event", event.kind);
     }
-    let object = source_object(event.object)?;
+    let object = source_object(Bytes::copy_from_slice(event.object.get().as_bytes()))?;
     Ok(Batch {
         revision: object.revision,
         changes: vec![Change::Put(object)],

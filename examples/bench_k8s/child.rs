@@ -6,11 +6,13 @@
 //! consumers are watching, and the parent starts writing then. Every phase checks that each
 //! consumer saw exactly the objects or changes the parent wrote, and fails otherwise.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use informer::cache::Store;
 use informer::decode::Json;
@@ -24,6 +26,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, VersionMatch, WatchEvent, WatchParams};
 use kube_runtime::watcher;
 use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::{ChildArgs, Phase, TOKEN_VAR, breakdown, change_value, config_map, harness};
@@ -159,7 +163,7 @@ async fn open_source(source: &KubernetesSource) -> anyhow::Result<()> {
 /// Starts a reflector that decodes `source`'s objects into ConfigMaps.
 fn start_pipeline<S>(source: S, args: &ChildArgs) -> Pipeline
 where
-    S: Source<Value = Value>,
+    S: Source<Value = Bytes>,
 {
     let metrics = Metrics::default();
     let name = source.name().clone();
@@ -441,19 +445,19 @@ async fn catchup_raw(args: &ChildArgs) -> anyhow::Result<Value> {
 /// through the real reflector and cache.
 struct CatchUp {
     inner: KubernetesSource,
-    snapshot: Mutex<Option<Page<Value>>>,
+    snapshot: Mutex<Option<Page<Bytes>>>,
     /// When the reflector opened its watch: the start of the measurement.
     watch_started: Arc<OnceLock<Instant>>,
 }
 
 impl Source for CatchUp {
-    type Value = Value;
+    type Value = Bytes;
 
     fn name(&self) -> &Arc<str> {
         self.inner.name()
     }
 
-    async fn list_page(&self, _request: ListRequest) -> Result<Page<Value>, SourceError> {
+    async fn list_page(&self, _request: ListRequest) -> Result<Page<Bytes>, SourceError> {
         self.snapshot
             .lock()
             .take()
@@ -465,7 +469,7 @@ impl Source for CatchUp {
             })
     }
 
-    async fn watch(&self, from: Revision) -> Result<WatchStream<Value>, SourceError> {
+    async fn watch(&self, from: Revision) -> Result<WatchStream<Bytes>, SourceError> {
         self.watch_started.get_or_init(Instant::now);
         self.inner.watch(from).await
     }
@@ -476,20 +480,14 @@ impl Source for CatchUp {
 }
 
 /// Reads every ConfigMap as it was at `revision`, as the Kubernetes source's objects.
-async fn snapshot_at(client: kube::Client, revision: Revision) -> anyhow::Result<Page<Value>> {
+async fn snapshot_at(client: kube::Client, revision: Revision) -> anyhow::Result<Page<Bytes>> {
     let params = ListParams::default()
         .at(&revision.to_string())
         .matching(VersionMatch::Exact);
     let request = kube::core::Request::new("/api/v1/configmaps").list(&params)?;
-    let mut list: Value = client.request(request).await?;
-    let items = match list["items"].take() {
-        Value::Array(items) => items,
-        other => bail!("the list at resourceVersion {revision} has no items: {other}"),
-    };
-    let objects = items
-        .into_iter()
-        .map(source_object)
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let text = client.request_text(request).await?;
+    let objects =
+        source_objects(&text).with_context(|| format!("the list at resourceVersion {revision}"))?;
     Ok(Page {
         revision,
         objects,
@@ -497,23 +495,57 @@ async fn snapshot_at(client: kube::Client, revision: Revision) -> anyhow::Result
     })
 }
 
-/// Returns a listed object as the Kubernetes source returns it: keyed `namespace/name`, at its
-/// resourceVersion, with its uid as the incarnation.
-pub fn source_object(value: Value) -> anyhow::Result<Object<Value>> {
-    let metadata = &value["metadata"];
-    let text = |field: &str| {
-        metadata[field]
-            .as_str()
-            .with_context(|| format!("a listed object without metadata.{field}"))
+/// A list body as informer's Kubernetes source reads it: each item stays JSON text.
+#[derive(Deserialize)]
+struct SourceListBody<'a> {
+    #[serde(borrow, default)]
+    items: Option<Vec<&'a RawValue>>,
+}
+
+/// The metadata fields the source reads from an object's JSON text.
+#[derive(Deserialize)]
+struct SourceMetadataOnly<'a> {
+    #[serde(borrow)]
+    metadata: SourceMetadata<'a>,
+}
+
+#[derive(Deserialize)]
+struct SourceMetadata<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    namespace: Cow<'a, str>,
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(rename = "resourceVersion", borrow)]
+    resource_version: Cow<'a, str>,
+}
+
+/// Parses a list body into the source's objects, as the source does.
+pub fn source_objects(text: &str) -> anyhow::Result<Vec<Object<Bytes>>> {
+    let body: SourceListBody<'_> = serde_json::from_str(text)?;
+    body.items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|item| source_object(Bytes::copy_from_slice(item.get().as_bytes())))
+        .collect()
+}
+
+/// Returns an object, given as JSON text, as the Kubernetes source returns it: keyed
+/// `namespace/name`, at its resourceVersion, with its uid as the incarnation.
+pub fn source_object(raw: Bytes) -> anyhow::Result<Object<Bytes>> {
+    let (key, revision, incarnation) = {
+        let parsed: SourceMetadataOnly<'_> = serde_json::from_slice(&raw)?;
+        let metadata = parsed.metadata;
+        let key = format!("{}/{}", metadata.namespace, metadata.name);
+        let revision: Revision = metadata.resource_version.parse()?;
+        (key, revision, Incarnation::Uid(Arc::from(&*metadata.uid)))
     };
-    let key = format!("{}/{}", text("namespace")?, text("name")?);
-    let revision: Revision = text("resourceVersion")?.parse()?;
-    let incarnation = Incarnation::Uid(Arc::from(text("uid")?));
     Ok(Object {
         key: Arc::from(key),
         revision,
         incarnation,
-        value,
+        value: raw,
     })
 }
 

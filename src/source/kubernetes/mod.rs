@@ -11,8 +11,11 @@
 //! - The incarnation is `metadata.uid`. A name deleted and created again while the watch was
 //!   away therefore reaches handlers as a delete, then an add: the cache infers it on a relist,
 //!   and a resumed watch delivers the `DELETED` and `ADDED` events themselves.
-//! - Values are the objects as JSON. With [`KubernetesConfig::metadata_only`] they are
-//!   `PartialObjectMetadata`, which keeps only the metadata in memory.
+//! - Values are the objects' JSON text as the server sent it, in [`Bytes`], the same raw form
+//!   as the etcd source's values. The source reads only the metadata fields it needs and
+//!   skips the rest, so the decoder ([`Json`](crate::decode::Json) for a typed object) parses
+//!   each object once, straight into its type. With [`KubernetesConfig::metadata_only`] the
+//!   objects are `PartialObjectMetadata`, which keeps only the metadata.
 //!
 //! # List
 //! A list is read in pages of at most [`KubernetesConfig::page_size`] objects (default 500)
@@ -55,16 +58,18 @@ mod config;
 mod error;
 mod stream;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use kube::api::{ListParams, WatchParams};
 use kube::core::Request;
 use parking_lot::Mutex;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -78,7 +83,7 @@ use super::{
 use error::{Errors, Origin, StatusInfo, Verb};
 use stream::{Event, EventStream, EventType};
 
-/// One Kubernetes resource in one scope as a [`Source`]. Values are the objects as JSON.
+/// One Kubernetes resource in one scope as a [`Source`]. Values are the objects' JSON text.
 ///
 /// ```no_run
 /// # async fn example(client: kube::Client) {
@@ -157,7 +162,7 @@ impl KubernetesSource {
     }
 
     /// Reads one page with `limit` and `continue`.
-    async fn paged_list(&self, request: ListRequest) -> Result<Page<Value>, SourceError> {
+    async fn paged_list(&self, request: ListRequest) -> Result<Page<Bytes>, SourceError> {
         let context = &self.context;
         let errors = &context.errors;
         let mut params = ListParams::default().limit(page_limit(&request, &context.config));
@@ -173,11 +178,18 @@ impl KubernetesSource {
         }
         .map_err(|error| errors.invalid_request(error))?;
 
-        let list: ListBody = self
+        let text = self
             .client
-            .request(http_request)
+            .request_text(http_request)
             .await
             .map_err(|error| errors.request(error, Verb::List))?;
+        // The items stay JSON text: the decoder parses each one once, into its own type.
+        let list: ListBody<'_> = serde_json::from_str(&text).map_err(|error| {
+            errors.invalid_response(
+                Verb::List,
+                format!("the list response is not a list: {error}"),
+            )
+        })?;
 
         let list_revision = parse_revision(&list.metadata.resource_version).ok_or_else(|| {
             errors.invalid_response(
@@ -188,11 +200,11 @@ impl KubernetesSource {
                 ),
             )
         })?;
-        let objects: Vec<Object<Value>> = list
+        let objects: Vec<Object<Bytes>> = list
             .items
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|item| context.object(item))
+            .filter_map(|item| context.object(Bytes::copy_from_slice(item.get().as_bytes())))
             .collect();
         let next = list
             .metadata
@@ -212,7 +224,7 @@ impl KubernetesSource {
     /// stream for the watch that follows.
     ///
     /// Returns `Ok(None)` when the server does not support streaming lists.
-    async fn streaming_list(&self) -> Result<Option<Page<Value>>, SourceError> {
+    async fn streaming_list(&self) -> Result<Option<Page<Bytes>>, SourceError> {
         let context = &self.context;
         let errors = &context.errors;
         let mut params = context.watch_params();
@@ -228,7 +240,7 @@ impl KubernetesSource {
         };
 
         // Keyed by cache key, so the page comes out in key order as a paged list does.
-        let mut objects: BTreeMap<Arc<str>, Object<Value>> = BTreeMap::new();
+        let mut objects: BTreeMap<Arc<str>, Object<Bytes>> = BTreeMap::new();
         loop {
             let Some(event) = events.next_event(errors).await? else {
                 return Err(errors.invalid_response(
@@ -267,7 +279,7 @@ impl KubernetesSource {
                 }
                 EventType::Bookmark => {}
                 EventType::Error => {
-                    let status = StatusInfo::from_event_object(&event.object);
+                    let status = StatusInfo::from_event_object(&event.object_value());
                     if status.rejects_streaming_list() {
                         info!(source = %errors.name, message = %status.message, "the server rejected the streaming list");
                         return Ok(None);
@@ -316,13 +328,13 @@ fn page_limit(request: &ListRequest, config: &KubernetesConfig) -> u32 {
 }
 
 impl Source for KubernetesSource {
-    type Value = Value;
+    type Value = Bytes;
 
     fn name(&self) -> &Arc<str> {
         &self.context.errors.name
     }
 
-    async fn list_page(&self, request: ListRequest) -> Result<Page<Value>, SourceError> {
+    async fn list_page(&self, request: ListRequest) -> Result<Page<Bytes>, SourceError> {
         if request.continue_from.is_none() {
             // A new list makes a stream held from an earlier streaming list useless.
             drop(self.handoff.lock().take());
@@ -337,7 +349,7 @@ impl Source for KubernetesSource {
         self.paged_list(request).await
     }
 
-    async fn watch(&self, from: Revision) -> Result<WatchStream<Value>, SourceError> {
+    async fn watch(&self, from: Revision) -> Result<WatchStream<Bytes>, SourceError> {
         let context = self.context.clone();
         let pending_handoff = self.handoff.lock().take();
         if let Some(handoff) = pending_handoff {
@@ -371,7 +383,7 @@ impl Context {
     }
 
     /// Turns an open stream into watch messages. The stream ends after its first error.
-    fn into_watch_stream(self, events: EventStream) -> WatchStream<Value> {
+    fn into_watch_stream(self, events: EventStream) -> WatchStream<Bytes> {
         let stream = futures::stream::unfold(Some((events, self)), |state| async move {
             let (mut events, context) = state?;
             loop {
@@ -391,7 +403,7 @@ impl Context {
     }
 
     /// Turns one watch event into a message. Returns `None` for an event with nothing to apply.
-    fn message(&self, event: Event) -> Result<Option<WatchMessage<Value>>, SourceError> {
+    fn message(&self, event: Event) -> Result<Option<WatchMessage<Bytes>>, SourceError> {
         let name = &self.errors.name;
         match event.kind {
             EventType::Added | EventType::Modified => Ok(self.object(event.object).map(|object| {
@@ -414,31 +426,37 @@ impl Context {
             EventType::Bookmark => {
                 let revision = object_revision(&event.object);
                 if revision.is_none() {
-                    warn!(source = %name, object = %event.object, "skipping a bookmark without an integer resourceVersion");
+                    warn!(source = %name, object = %preview(&event.object), "skipping a bookmark without an integer resourceVersion");
                 }
                 debug!(source = %name, revision, "bookmark");
                 Ok(revision.map(WatchMessage::Progress))
             }
             EventType::Error => Err(self.errors.status(
-                StatusInfo::from_event_object(&event.object),
+                StatusInfo::from_event_object(&event.object_value()),
                 Verb::Watch,
                 Origin::ErrorEvent,
             )),
         }
     }
 
-    /// Turns a listed or watched object into a source object. An object without a name, uid or
-    /// integer resourceVersion is skipped with a warning.
-    fn object(&self, value: Value) -> Option<Object<Value>> {
-        let metadata = &value["metadata"];
-        let name = metadata["name"].as_str();
-        let uid = metadata["uid"].as_str();
-        let revision = object_revision(&value);
-        let (Some(name), Some(uid), Some(revision)) = (name, uid, revision) else {
-            warn!(source = %self.errors.name, metadata = %metadata, "skipping an object without name, uid or integer resourceVersion");
+    /// Turns a listed or watched object, as JSON text, into a source object. An object without
+    /// a name, uid or integer resourceVersion is skipped with a warning.
+    fn object(&self, raw: Bytes) -> Option<Object<Bytes>> {
+        let parsed = match serde_json::from_slice::<MetadataOnly<'_>>(&raw) {
+            Ok(parsed) => parsed.metadata,
+            Err(error) => {
+                warn!(source = %self.errors.name, error = %error, object = %preview(&raw), "skipping an object that is not valid JSON");
+                return None;
+            }
+        };
+        let revision = parsed.resource_version.as_deref().and_then(parse_revision);
+        let (Some(name), Some(uid), Some(revision)) =
+            (parsed.name.as_deref(), parsed.uid.as_deref(), revision)
+        else {
+            warn!(source = %self.errors.name, object = %preview(&raw), "skipping an object without name, uid or integer resourceVersion");
             return None;
         };
-        let key = match metadata["namespace"].as_str() {
+        let key = match parsed.namespace.as_deref() {
             Some(namespace) if !namespace.is_empty() => format!("{namespace}/{name}"),
             _ => name.to_owned(),
         };
@@ -447,26 +465,58 @@ impl Context {
             key: Arc::from(key),
             revision,
             incarnation,
-            value,
+            value: raw,
         })
     }
 }
 
-fn object_revision(object: &Value) -> Option<Revision> {
-    parse_revision(object["metadata"]["resourceVersion"].as_str().unwrap_or(""))
+/// Returns the integer resourceVersion of an object given as JSON text.
+fn object_revision(raw: &[u8]) -> Option<Revision> {
+    let parsed = serde_json::from_slice::<MetadataOnly<'_>>(raw).ok()?;
+    parsed
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(parse_revision)
+}
+
+/// Returns the start of an object's JSON text for a log line.
+fn preview(raw: &[u8]) -> Cow<'_, str> {
+    const LIMIT: usize = 300;
+    String::from_utf8_lossy(&raw[..raw.len().min(LIMIT)])
+}
+
+/// The metadata fields the source reads, borrowed from an object's JSON text. Every other
+/// field is skipped without being built.
+#[derive(Deserialize)]
+struct MetadataOnly<'a> {
+    #[serde(borrow, default)]
+    metadata: Metadata<'a>,
+}
+
+#[derive(Deserialize, Default)]
+struct Metadata<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(rename = "resourceVersion", borrow, default)]
+    resource_version: Option<Cow<'a, str>>,
 }
 
 fn parse_revision(version: &str) -> Option<Revision> {
     version.parse::<Revision>().ok()
 }
 
-/// The parts of a list response the source reads.
+/// The parts of a list response the source reads, with each item left as JSON text.
 #[derive(Deserialize)]
-struct ListBody {
+struct ListBody<'a> {
     metadata: ListMetadata,
     /// Go encodes an empty list as `null` in some versions.
-    #[serde(default)]
-    items: Option<Vec<Value>>,
+    #[serde(borrow, default)]
+    items: Option<Vec<&'a RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -496,7 +546,7 @@ mod tests {
         let object = serde_json::json!({"metadata": {
             "name": "a", "namespace": "proto", "uid": "u1", "resourceVersion": "12",
         }});
-        let object = context.object(object).unwrap();
+        let object = context.object(Bytes::from(object.to_string())).unwrap();
         assert_eq!(&*object.key, "proto/a");
         assert_eq!(object.revision, 12);
         assert_eq!(object.incarnation, Incarnation::Uid(Arc::from("u1")));
@@ -505,14 +555,21 @@ mod tests {
         let namespace = serde_json::json!({"metadata": {
             "name": "proto", "uid": "u2", "resourceVersion": "3",
         }});
-        assert_eq!(&*cluster.object(namespace).unwrap().key, "proto");
+        assert_eq!(
+            &*cluster
+                .object(Bytes::from(namespace.to_string()))
+                .unwrap()
+                .key,
+            "proto"
+        );
     }
 
     #[test]
     fn object_without_uid_skipped() {
         let context = context(KubernetesConfig::new::<ConfigMap>());
         let object = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "12"}});
-        assert!(context.object(object).is_none());
+        assert!(context.object(Bytes::from(object.to_string())).is_none());
+        assert!(context.object(Bytes::from_static(b"{not json")).is_none());
     }
 
     #[test]

@@ -10,10 +10,14 @@
 
 use std::time::Duration;
 
+use std::borrow::Cow;
+
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{AsyncBufReadExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -37,22 +41,32 @@ pub(super) enum EventType {
 #[derive(Debug)]
 pub(super) struct Event {
     pub(super) kind: EventType,
-    pub(super) object: Value,
+    /// The object's JSON text, as the server sent it.
+    pub(super) object: Bytes,
 }
 
 impl Event {
+    /// Parses the object into a JSON tree, for the rare events whose fields the source reads:
+    /// bookmarks and errors. A body that is not JSON yields `Value::Null`.
+    pub(super) fn object_value(&self) -> Value {
+        serde_json::from_slice(&self.object).unwrap_or(Value::Null)
+    }
+
     /// Returns true for the bookmark that ends a streaming list's initial events.
     pub(super) fn is_initial_events_end(&self) -> bool {
         self.kind == EventType::Bookmark
-            && self.object["metadata"]["annotations"][INITIAL_EVENTS_END].as_str() == Some("true")
+            && self.object_value()["metadata"]["annotations"][INITIAL_EVENTS_END].as_str()
+                == Some("true")
     }
 }
 
+/// A watch line, with its object left as text.
 #[derive(Deserialize)]
-struct EventLine {
-    #[serde(rename = "type")]
-    kind: String,
-    object: Value,
+struct EventLine<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    object: &'a RawValue,
 }
 
 /// The lines of one watch response.
@@ -119,7 +133,7 @@ impl EventStream {
 pub(super) fn parse_line(line: &str) -> Result<Option<Event>, String> {
     let event: EventLine = serde_json::from_str(line)
         .map_err(|error| format!("the stream sent a line that is not a watch event: {error}"))?;
-    let kind = match event.kind.as_str() {
+    let kind = match &*event.kind {
         "ADDED" => EventType::Added,
         "MODIFIED" => EventType::Modified,
         "DELETED" => EventType::Deleted,
@@ -129,7 +143,7 @@ pub(super) fn parse_line(line: &str) -> Result<Option<Event>, String> {
     };
     Ok(Some(Event {
         kind,
-        object: event.object,
+        object: Bytes::copy_from_slice(event.object.get().as_bytes()),
     }))
 }
 
