@@ -167,12 +167,13 @@ fn informer_page(page: usize, objects: usize, version: Version) -> Vec<Object<By
         .collect()
 }
 
-/// Returns page `page` of a list as kube-runtime's watcher hands it over: typed objects.
+/// Returns page `page` of a list as kube-runtime's watcher hands it over: typed objects,
+/// parsed from JSON text as kube's client parses a response.
 fn kube_page(page: usize, objects: usize, version: Version, strip: bool) -> Vec<ConfigMap> {
     page_range(page, objects)
         .map(|index| {
-            let mut object: ConfigMap =
-                serde_json::from_value(config_map(index, version)).expect("a valid ConfigMap");
+            let text = serde_json::to_vec(&config_map(index, version)).expect("serialize");
+            let mut object: ConfigMap = serde_json::from_slice(&text).expect("a valid ConfigMap");
             if strip {
                 object.metadata.managed_fields = None;
             }

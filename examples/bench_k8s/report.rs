@@ -155,10 +155,13 @@ const STAGES: [(&str, &str); 5] = [
         "kube_runtime_us",
         "kube-runtime: kube client, then the store clones and inserts",
     ),
-    ("source_us", "source: JSON to `Value`, key, revision, uid"),
+    (
+        "source_us",
+        "source: each object's JSON text, key, revision, uid",
+    ),
     (
         "decoded_us",
-        "source, then the decoder: `Value` to `ConfigMap`",
+        "source, then the decoder: text to `ConfigMap`",
     ),
     (
         "pipeline_us",
