@@ -380,3 +380,110 @@ async fn batch_during_first_list_is_replaced() {
         ["added a=1@2", "added b=1@4", "deleted-unknown z=1@3"]
     );
 }
+
+#[tokio::test]
+async fn fallback_counts_decode_error_once() {
+    let metrics = Metrics::default();
+    let writer = Writer::new(
+        Store::new("json", metrics.clone()),
+        Json::<serde_json::Value>::new(),
+    );
+    let mut relist = writer.relist();
+    relist.add_page(vec![object("bad", 2, 2, "{not json")]);
+    writer.apply(Batch {
+        revision: 3,
+        changes: vec![put("z", 3, 3, r#"{"n":1}"#)],
+    });
+    let summary = relist.finish(3);
+
+    assert_eq!(summary.invalid, 1);
+    assert_eq!(writer.store().decode_errors().len(), 1);
+    assert_eq!(metrics.decode_errors("json"), 1, "one bad value, one count");
+}
+
+#[tokio::test]
+async fn retried_first_list_counts_decode_error_once() {
+    let metrics = Metrics::default();
+    let writer = Writer::new(
+        Store::new("json", metrics.clone()),
+        Json::<serde_json::Value>::new(),
+    );
+    let mut failed = writer.relist();
+    failed.add_page(vec![object("bad", 2, 2, "{not json")]);
+    drop(failed);
+    assert!(writer.store().decode_errors().is_empty());
+
+    let mut relist = writer.relist();
+    relist.add_page(vec![object("bad", 2, 2, "{not json")]);
+    relist.finish(2);
+    assert_eq!(writer.store().decode_errors().len(), 1);
+    assert_eq!(metrics.decode_errors("json"), 1, "one bad value, one count");
+}
+
+#[tokio::test]
+async fn handler_registered_during_first_list() {
+    let writer = text_writer();
+    let mut relist = writer.relist();
+    relist.add_page(vec![object("a", 2, 2, "1")]);
+    let mut events = record(writer.store(), "during");
+    relist.add_page(vec![object("b", 3, 3, "1")]);
+    relist.finish(3);
+
+    assert_eq!(
+        next_events(&mut events, 2).await,
+        ["added a=1@2", "added b=1@3"]
+    );
+    let extra = tokio::time::timeout(Duration::from_millis(50), events.recv()).await;
+    assert!(extra.is_err(), "no event twice: {extra:?}");
+}
+
+#[tokio::test]
+async fn index_added_during_first_list() {
+    let writer = Writer::new(
+        Store::new("index", Metrics::default()),
+        Json::<serde_json::Value>::new(),
+    );
+    let mut relist = writer.relist();
+    relist.add_page(vec![object("a", 2, 2, r#"{"team":"red"}"#)]);
+    writer.store().add_index(
+        "team",
+        Arc::new(|value: &serde_json::Value| {
+            value["team"]
+                .as_str()
+                .map(str::to_owned)
+                .into_iter()
+                .collect()
+        }),
+    );
+    relist.add_page(vec![object("b", 3, 3, r#"{"team":"red"}"#)]);
+    relist.finish(3);
+
+    let mut red: Vec<String> = writer
+        .store()
+        .by_index("team", "red")
+        .unwrap()
+        .into_iter()
+        .map(|cached| cached.key.to_string())
+        .collect();
+    red.sort();
+    assert_eq!(red, ["a", "b"]);
+}
+
+#[tokio::test]
+async fn large_batch_of_one_key_merges() {
+    let writer = text_writer();
+    // The handler's task does not run before the test awaits, so the buffer is not drained.
+    let handle = writer
+        .store()
+        .register(HandlerOptions::new("lagging"), |_event: Event<String>| {});
+    let changes = (1..=1_500)
+        .map(|revision| put("hot", revision, 1, &revision.to_string()))
+        .collect();
+    writer.apply(Batch {
+        revision: 1_500,
+        changes,
+    });
+
+    assert_eq!(handle.pending_keys(), 1, "one key waits");
+    assert_eq!(handle.pending(), 1, "its changes merge into one event");
+}

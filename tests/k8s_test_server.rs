@@ -2517,3 +2517,164 @@ mod recorded {
         r##"{"type":"BOOKMARK","object":{"kind":"ConfigMap","apiVersion":"v1","metadata":{"resourceVersion":"1002"}}}"##,
     ];
 }
+
+#[tokio::test]
+async fn paged_selector_list() {
+    let server = server_with_proto().await;
+    for index in 0..7 {
+        let tier = if index % 2 == 0 { "even" } else { "odd" };
+        server
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("cm-{index}"), "namespace": "proto",
+                    "labels": {"tier": tier}}}))
+            .unwrap();
+    }
+    let raw = RawClient::new(&server);
+    let base = "/api/v1/namespaces/proto/configmaps?limit=2&labelSelector=tier%3Deven";
+    let mut path = base.to_owned();
+    let mut names = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = raw.get(&path).await.json();
+        pages += 1;
+        assert!(
+            page["metadata"].get("remainingItemCount").is_none(),
+            "no count with a selector: {page}"
+        );
+        for item in page["items"].as_array().unwrap() {
+            names.push(item["metadata"]["name"].as_str().unwrap().to_owned());
+        }
+        match page["metadata"]["continue"].as_str() {
+            Some(token) if !token.is_empty() => path = format!("{base}&continue={token}"),
+            _ => break,
+        }
+    }
+    assert_eq!(names, ["cm-0", "cm-2", "cm-4", "cm-6"]);
+    assert_eq!(pages, 2, "the last matching item ends the list");
+}
+
+#[tokio::test(start_paused = true)]
+async fn filtered_backlog_does_not_stall() {
+    let server = server_with_proto().await;
+    server.create_namespace("other").unwrap();
+    let start = server.revision();
+    for index in 0..1_200 {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("o-{index}"), "namespace": "other"}}))
+            .unwrap();
+    }
+    server
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "mine", "namespace": "proto"}}))
+        .unwrap();
+    let raw = RawClient::new(&server);
+    let mut stream = raw
+        .stream(&format!(
+            "/api/v1/namespaces/proto/configmaps?watch=1&resourceVersion={start}&timeoutSeconds=5"
+        ))
+        .await;
+    let (lines, ending) = stream.lines(Duration::from_secs(30)).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(r#""name":"mine""#), "{}", lines[0]);
+    assert_eq!(ending, Ending::Clean);
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_backlog_then_bookmark() {
+    let server = server_with_proto().await;
+    let start = server.revision();
+    for index in 0..1_234 {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("cm-{index:04}"), "namespace": "proto"}}))
+            .unwrap();
+    }
+    let last = server.revision();
+
+    let raw = RawClient::new(&server);
+    let mut stream = raw
+        .stream(&format!(
+            "/api/v1/namespaces/proto/configmaps?watch=1&resourceVersion={start}&allowWatchBookmarks=true&timeoutSeconds=70"
+        ))
+        .await;
+    let (lines, ending) = stream.lines(Duration::from_secs(600)).await;
+    assert_eq!(ending, Ending::Clean);
+
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let added: Vec<i64> = events
+        .iter()
+        .filter(|event| event["type"] == "ADDED")
+        .map(|event| resource_version(&event["object"]))
+        .collect();
+    assert_eq!(added.len(), 1_234);
+    assert!(added.windows(2).all(|pair| pair[0] < pair[1]), "in order");
+    assert_eq!(added.last(), Some(&last));
+
+    let bookmarks: Vec<i64> = events
+        .iter()
+        .filter(|event| event["type"] == "BOOKMARK")
+        .map(|event| resource_version(&event["object"]))
+        .collect();
+    assert!(!bookmarks.is_empty());
+    assert!(
+        bookmarks.iter().all(|revision| *revision == last),
+        "{bookmarks:?}"
+    );
+    let first_bookmark = events
+        .iter()
+        .position(|event| event["type"] == "BOOKMARK")
+        .unwrap();
+    assert_eq!(first_bookmark, 1_234, "bookmarks follow the whole backlog");
+}
+
+#[tokio::test(start_paused = true)]
+async fn backlog_expires_midway() {
+    let config = TestServerConfig {
+        history_capacity: 600,
+        ..TestServerConfig::default()
+    };
+    let server = TestServer::start_with(config).await.unwrap();
+    server.create_namespace("proto").unwrap();
+    let start = server.revision();
+    // Large enough that the backlog does not fit in the socket buffers.
+    let padding = "x".repeat(16 * 1024);
+    for index in 0..600 {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("cm-{index:04}"), "namespace": "proto"},
+                "data": {"padding": padding}}))
+            .unwrap();
+    }
+    let raw = RawClient::new(&server);
+    let mut stream = raw
+        .stream(&format!(
+            "/api/v1/namespaces/proto/configmaps?watch=1&resourceVersion={}&timeoutSeconds=30",
+            start + 1
+        ))
+        .await;
+    // Once the first batch of the backlog is out, more writes push the rest out of the window.
+    let first = stream.take(10).await;
+    assert_eq!(first.len(), 10);
+
+    for index in 0..600 {
+        server
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("late-{index:04}"), "namespace": "proto"}}))
+            .unwrap();
+    }
+
+    let (lines, ending) = stream.lines(Duration::from_secs(60)).await;
+    let errors: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.starts_with(r#"{"type":"ERROR""#))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a watch that started inside the window sends its backlog whole: {errors:?}"
+    );
+    assert_eq!(ending, Ending::Clean);
+}

@@ -609,3 +609,177 @@ async fn first_list_reads_ahead_relist_does_not() {
     );
     assert_eq!(store.get("a").unwrap().value.as_str(), "1b");
 }
+
+/// Counts the page fetches that started and the ones whose future was dropped.
+#[derive(Default)]
+struct FetchCounts {
+    started: std::sync::atomic::AtomicUsize,
+    dropped: std::sync::atomic::AtomicUsize,
+    first_pages: std::sync::atomic::AtomicUsize,
+}
+
+struct DropCount(Arc<FetchCounts>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0
+            .dropped
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A source whose first page arrives at once and whose second page never does, or panics.
+struct StuckSecondPage {
+    name: Arc<str>,
+    counts: Arc<FetchCounts>,
+    panic: bool,
+}
+
+impl Source for StuckSecondPage {
+    type Value = Bytes;
+
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    async fn list_page(&self, request: ListRequest) -> Result<Page<Bytes>, SourceError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if request.continue_from.is_none() {
+            self.counts.first_pages.fetch_add(1, SeqCst);
+            return Ok(Page {
+                revision: 5,
+                objects: vec![object("a", 5, "1")],
+                next: Some(informer::source::ContinueToken(b"b".to_vec())),
+            });
+        }
+        self.counts.started.fetch_add(1, SeqCst);
+        let _guard = DropCount(self.counts.clone());
+        tokio::task::yield_now().await;
+        if self.panic {
+            panic!("second page failed");
+        }
+        std::future::pending().await
+    }
+
+    async fn watch(&self, _from: Revision) -> Result<WatchStream<Bytes>, SourceError> {
+        std::future::pending().await
+    }
+}
+
+async fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+#[tokio::test]
+async fn aborted_reflector_cancels_page_fetch() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let counts = Arc::new(FetchCounts::default());
+    let reflector = Reflector::new(
+        StuckSecondPage {
+            name: Arc::from("stuck"),
+            counts: counts.clone(),
+            panic: false,
+        },
+        Text::default(),
+    );
+    let task = reflector.spawn();
+    wait_for("the second page", || counts.started.load(SeqCst) == 1).await;
+
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    wait_for("the fetch to be dropped", || {
+        counts.dropped.load(SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_page_fetch() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let counts = Arc::new(FetchCounts::default());
+    let reflector = Reflector::new(
+        StuckSecondPage {
+            name: Arc::from("stuck"),
+            counts: counts.clone(),
+            panic: false,
+        },
+        Text::default(),
+    );
+    let health = reflector.health();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(reflector.run_until(async move {
+        let _ = stopped.await;
+    }));
+    wait_for("the second page", || counts.started.load(SeqCst) == 1).await;
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    assert_eq!(health.get().phase, Phase::Stopped);
+    wait_for("the fetch to be dropped", || {
+        counts.dropped.load(SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_ahead_page_times_out() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let counts = Arc::new(FetchCounts::default());
+    let reflector = Reflector::new(
+        StuckSecondPage {
+            name: Arc::from("stuck"),
+            counts: counts.clone(),
+            panic: false,
+        },
+        Text::default(),
+    )
+    .config(informer::reflector::ReflectorConfig {
+        request_timeout: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let health = reflector.health();
+    let store = reflector.store();
+    let task = reflector.spawn();
+    wait_for("a second list", || counts.first_pages.load(SeqCst) == 2).await;
+    task.abort();
+
+    let last_error = health.get().last_error.expect("the timeout is recorded");
+    assert!(
+        last_error
+            .message
+            .contains("list page timed out after 1000 ms"),
+        "{}",
+        last_error.message
+    );
+    assert_eq!(counts.dropped.load(SeqCst), 1, "the timed out fetch ended");
+    assert!(
+        store.is_empty(),
+        "a failed first list leaves the cache empty"
+    );
+}
+
+#[tokio::test]
+async fn panicking_page_fails_reflector() {
+    let counts = Arc::new(FetchCounts::default());
+    let reflector = Reflector::new(
+        StuckSecondPage {
+            name: Arc::from("stuck"),
+            counts: counts.clone(),
+            panic: true,
+        },
+        Text::default(),
+    );
+    let error = reflector.spawn().await.unwrap_err();
+    assert!(error.is_panic());
+    let payload = error.into_panic();
+    assert_eq!(
+        payload.downcast_ref::<&str>().copied(),
+        Some("second page failed")
+    );
+}

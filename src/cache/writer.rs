@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use super::{Cached, Entry, InvalidEntry, InvalidValue, State, Store};
 use crate::decode::{DecodeError, Decoder};
-use crate::notify::Event;
+use crate::notify::{Event, Shape};
 use crate::source::{Batch, Change, Incarnation, Object, Revision};
 
 /// The only handle that changes a cache. The reflector owns it.
@@ -161,7 +161,7 @@ where
                         debug!(source = %shared.name, key = ?meta.key, revision = meta.revision, "dropping duplicate change");
                         continue;
                     }
-                    put(&mut state, shared, meta, decoded, 0, &mut events);
+                    put(&mut state, shared, meta, decoded, 0, true, &mut events);
                 }
                 Step::Delete(key, revision) => {
                     if current_revision(&state, &key).is_some_and(|r| r >= revision) {
@@ -174,7 +174,7 @@ where
         }
         state.revision = state.revision.max(batch.revision);
         shared.source_metrics.set_cache_objects(state.entries.len());
-        dispatch(&state, events);
+        dispatch(&state, events, Shape::Changes);
     }
 
     /// Records that the source has no changes up to `revision`.
@@ -252,12 +252,15 @@ where
             fresh.events.reserve(objects.len());
             for object in objects {
                 let (meta, decoded) = self.writer.decode(object);
+                // Failures are reported when the contents reach the store, so that a list
+                // that is dropped or retried does not report them again.
                 let stored = put(
                     &mut fresh.state,
                     shared,
                     meta,
                     decoded,
                     self.epoch,
+                    false,
                     &mut fresh.events,
                 );
                 self.summary.count(stored);
@@ -297,6 +300,10 @@ where
                     state: built,
                     events: added,
                 } = fresh;
+                for (key, invalid) in &built.invalid {
+                    let value = &invalid.value;
+                    report_decode_error(shared, key, value.revision, &value.error);
+                }
                 state.entries = built.entries;
                 state.invalid = built.invalid;
                 let State {
@@ -324,7 +331,15 @@ where
             let Step::Put(meta, decoded) = step else {
                 continue;
             };
-            let stored = put(&mut state, shared, meta, decoded, self.epoch, &mut events);
+            let stored = put(
+                &mut state,
+                shared,
+                meta,
+                decoded,
+                self.epoch,
+                true,
+                &mut events,
+            );
             self.summary.count(stored);
         }
 
@@ -369,7 +384,7 @@ where
         // The difference of a relist reaches handlers in key order, which makes runs
         // reproducible.
         events.sort_by(|a: &Event<D::Output>, b| a.key().cmp(b.key()));
-        dispatch(&state, events);
+        dispatch(&state, events, Shape::Snapshot);
         self.summary
     }
 }
@@ -417,12 +432,16 @@ enum Stored {
 }
 
 /// Stores a new version of a key and records the events it causes.
+///
+/// A value that failed to decode is logged and counted unless `report` is false, as for
+/// contents built aside, which are reported once they reach the store.
 fn put<T>(
     state: &mut State<T>,
     shared: &super::Shared<T>,
     meta: Meta,
     decoded: Result<Arc<T>, DecodeError>,
     epoch: u64,
+    report: bool,
     events: &mut Vec<Event<T>>,
 ) -> Stored {
     let Meta {
@@ -434,8 +453,9 @@ fn put<T>(
     let value = match decoded {
         Ok(value) => value,
         Err(error) => {
-            warn!(source = %shared.name, key = ?key, revision, error = %error, "skipping a value that failed to decode; the key keeps its last good value, if it has one");
-            shared.metrics.decode_error(&shared.name);
+            if report {
+                report_decode_error(shared, &key, revision, &error);
+            }
             // A last good value of an older incarnation belongs to a deleted key.
             if state
                 .entries
@@ -498,6 +518,17 @@ fn put<T>(
     }
 }
 
+/// Logs and counts a value that failed to decode.
+fn report_decode_error<T>(
+    shared: &super::Shared<T>,
+    key: &Arc<str>,
+    revision: Revision,
+    error: &DecodeError,
+) {
+    warn!(source = %shared.name, key = ?key, revision, error = %error, "skipping a value that failed to decode; the key keeps its last good value, if it has one");
+    shared.metrics.decode_error(&shared.name);
+}
+
 /// Removes a key and records the delete event, if the key held a value.
 fn remove<T>(state: &mut State<T>, key: &Arc<str>, kind: DeleteKind, events: &mut Vec<Event<T>>) {
     state.invalid.remove(key);
@@ -513,7 +544,7 @@ fn remove<T>(state: &mut State<T>, key: &Arc<str>, kind: DeleteKind, events: &mu
 
 /// Hands events to every registered handler. Runs under the write lock, so a handler that
 /// registers concurrently receives either all of these events or a snapshot that includes them.
-fn dispatch<T>(state: &State<T>, events: Vec<Event<T>>) {
+fn dispatch<T>(state: &State<T>, events: Vec<Event<T>>, shape: Shape) {
     let Some((last, others)) = state.handlers.split_last() else {
         return;
     };
@@ -521,8 +552,8 @@ fn dispatch<T>(state: &State<T>, events: Vec<Event<T>>) {
         return;
     }
     for handler in others {
-        handler.push_all(&events);
+        handler.push_all(&events, shape);
     }
     // The last handler takes the events themselves, which saves a clone of each.
-    last.push_owned(events);
+    last.push_owned(events, shape);
 }

@@ -24,9 +24,10 @@
 //! never a stale value after a newer one, and never an update across a delete. Merges are
 //! counted in `informer_notify_coalesced`.
 //!
-//! A large batch that arrives while nothing waits, such as a first list, is kept as it came,
-//! without the per-key table: the handler takes its events in order. The batch contains at
-//! most two events per key, so the bound stays. When another event arrives before the handler has
+//! A large list, relist difference or registration snapshot that arrives while nothing waits
+//! is kept as it came, without the per-key table: the handler takes its events in order. Such
+//! a batch contains at most two events per key, so the bound stays. Watch batches always go
+//! through the table. When another event arrives before the handler has
 //! taken the whole batch, the rest of the batch moves into the table first and merging applies
 //! as above.
 //!
@@ -332,6 +333,16 @@ fn merge_one<T>(old: Event<T>, new: Event<T>) -> Option<Event<T>> {
     }
 }
 
+/// The kind of event set handed to a handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// The changes of watch batches: a key may change any number of times.
+    Changes,
+    /// A list, a relist's difference or a registration snapshot: at most two events per key,
+    /// a delete and then an add. A large one may wait unindexed in an empty buffer.
+    Snapshot,
+}
+
 /// The cache's side of a registered handler.
 pub(crate) struct HandlerSlot<T> {
     name: Arc<str>,
@@ -342,17 +353,17 @@ pub(crate) struct HandlerSlot<T> {
 
 impl<T> HandlerSlot<T> {
     /// Queues copies of events for the handler. Never blocks on the handler.
-    pub(crate) fn push_all(&self, events: &[Event<T>]) {
-        if events.len() >= BULK_EVENTS {
-            self.push_owned(events.to_vec());
+    pub(crate) fn push_all(&self, events: &[Event<T>], shape: Shape) {
+        if shape == Shape::Snapshot && events.len() >= BULK_EVENTS {
+            self.push_owned(events.to_vec(), shape);
         } else {
             self.push_each(events.iter().cloned());
         }
     }
 
     /// Queues events for the handler. Never blocks on the handler.
-    pub(crate) fn push_owned(&self, events: Vec<Event<T>>) {
-        if events.len() >= BULK_EVENTS {
+    pub(crate) fn push_owned(&self, events: Vec<Event<T>>, shape: Shape) {
+        if shape == Shape::Snapshot && events.len() >= BULK_EVENTS {
             let mut buffer = self.buffer.lock();
             if buffer.closed {
                 return;
@@ -470,7 +481,7 @@ impl<T: Send + Sync + 'static> Store<T> {
                 .map(|entry| Event::Added(entry.cached.clone()))
                 .collect();
             snapshot.sort_by(|a, b| a.key().cmp(b.key()));
-            slot.push_owned(snapshot);
+            slot.push_owned(snapshot, Shape::Snapshot);
             state.handlers.push(slot.clone());
         }
 

@@ -623,8 +623,8 @@ impl Cluster {
     ) -> ListPage {
         let prefix = list_prefix(namespace);
         let limit = limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
-        // Only the objects up to the page's end are converted and matched, so reading a list
-        // page by page costs time in proportion to the list, not to its square.
+        // Only the objects up to the page's end are converted and matched. Counting the rest
+        // for `remainingItemCount` still walks their keys, but converts nothing.
         let mut matching = self
             .store
             .iter_at(&def.storage, &prefix, start, revision)

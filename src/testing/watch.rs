@@ -39,7 +39,7 @@ use super::store::{EventKind, HistoryEvent, TooOld, set_resource_version};
 use super::strategy::meta_str;
 use super::{ExpiredWatchForm, http};
 
-/// The history events a watch encodes at a time when it catches up.
+/// The history events a watch encodes at a time when it sends a backlog.
 const HISTORY_EVENTS_PER_COLLECT: usize = 500;
 
 /// The annotation that marks the bookmark closing the initial events.
@@ -175,6 +175,8 @@ struct WatchSession {
     /// Every event at or below this revision has been considered.
     position: i64,
     pending: VecDeque<Bytes>,
+    /// History events taken from the store and not yet queued.
+    backlog: VecDeque<Arc<HistoryEvent>>,
     finished: bool,
     deadline: Instant,
     bookmark_interval: Duration,
@@ -213,6 +215,7 @@ impl WatchSession {
             bookmarks: options.allow_bookmarks,
             position: 0,
             pending: VecDeque::new(),
+            backlog: VecDeque::new(),
             finished: false,
             deadline: now + timeout,
             bookmark_interval,
@@ -311,9 +314,28 @@ impl WatchSession {
         }
     }
 
-    /// Queues one batch of the events written since `position`. Returns true when the batch
-    /// reached the current revision.
+    /// Queues one batch of the events written since `position`. Returns true when nothing is
+    /// left to queue.
+    ///
+    /// A watch that starts far behind sends its backlog in batches, so the first events leave
+    /// before the last ones are encoded. The backlog is taken whole, as pointers, when the
+    /// watch reaches it, so writes that push it out of the history window meanwhile do not
+    /// cut it short.
     fn collect_batch(&mut self) -> bool {
+        if self.backlog.is_empty() && !self.take_backlog() {
+            return true;
+        }
+        let count = self.backlog.len().min(HISTORY_EVENTS_PER_COLLECT);
+        let batch: Vec<Arc<HistoryEvent>> = self.backlog.drain(..count).collect();
+        for event in &batch {
+            self.push_history_event(event);
+        }
+        self.backlog.is_empty()
+    }
+
+    /// Takes the events written since `position` into `backlog`. Returns false when there
+    /// are none, or when the watch ended instead.
+    fn take_backlog(&mut self) -> bool {
         let shared = self.shared.clone();
         let cluster = shared.cluster.lock();
         let def = &self.def;
@@ -324,40 +346,32 @@ impl WatchSession {
         {
             // The CRD is gone: the apiserver ends its watches.
             self.finished = true;
-            return true;
+            return false;
         }
         let current = cluster.store.revision();
         if self.position >= current {
-            return true;
+            return false;
         }
-        match cluster.store.events_between(
-            &def.storage,
-            self.position,
-            current,
-            HISTORY_EVENTS_PER_COLLECT,
-        ) {
+        let history =
+            cluster
+                .store
+                .events_between(&def.storage, self.position, current, usize::MAX);
+        drop(cluster);
+        match history {
             Err(TooOld { window_start }) => {
                 let error = StatusError::too_old_resource_version(self.position, window_start);
                 self.pending
                     .push_back(Bytes::from(encode::error_line(&error)));
                 self.finished = true;
                 self.position = current;
+                false
             }
             Ok(events) => {
-                drop(cluster);
-                // A watch that starts far behind sends its backlog in batches, so the first
-                // events leave before the last ones are encoded.
-                let complete = events.len() < HISTORY_EVENTS_PER_COLLECT;
-                for event in &events {
-                    self.push_history_event(event);
-                }
-                self.position = match events.last() {
-                    Some(last) if !complete => last.revision,
-                    _ => current,
-                };
+                self.position = current;
+                self.backlog = events.into();
+                !self.backlog.is_empty()
             }
         }
-        self.position >= current
     }
 
     /// Queues one stored event as it passes this watcher's namespace and selectors.
