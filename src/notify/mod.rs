@@ -27,9 +27,8 @@
 //! A large list, relist difference or registration snapshot that arrives while nothing waits
 //! is kept as it came, without the per-key table: the handler takes its events in order. Such
 //! a batch contains at most two events per key, so the bound stays. Watch batches always go
-//! through the table. When another event arrives before the handler has
-//! taken the whole batch, the rest of the batch moves into the table first and merging applies
-//! as above.
+//! through the table. When another event arrives before the handler has taken the whole
+//! batch, the rest of the batch moves into the table first and merging applies as above.
 //!
 //! # Order
 //! Events of one key arrive in order. Across keys, a key keeps the place in the buffer where it
@@ -339,7 +338,7 @@ pub(crate) enum Shape {
     /// The changes of watch batches: a key may change any number of times.
     Changes,
     /// A list, a relist's difference or a registration snapshot: at most two events per key,
-    /// a delete and then an add. A large one may wait unindexed in an empty buffer.
+    /// such as a delete and then an add. A large one may wait unindexed in an empty buffer.
     Snapshot,
 }
 
