@@ -466,7 +466,12 @@ async fn demo_writer(store: MemoryStore, prefix: String) {
                 // would resume from: the reflector must relist.
                 store.faults().drop_watches();
                 store.put(key, service_value(replicas));
-                store.delete(format!("{prefix}{}", SERVICES[0]));
+                // The first service is written before it is deleted, so the delete always
+                // makes a revision, even when the key was already gone. With at least two
+                // revisions written, the compaction removes the one the reflector resumes from.
+                let first = format!("{prefix}{}", SERVICES[0]);
+                store.put(first.clone(), service_value(replicas));
+                store.delete(first);
                 let revision = store.revision();
                 if let Err(error) = store.compact(revision) {
                     warn!(%error, "demo writer: compaction failed");
